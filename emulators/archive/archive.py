@@ -26,9 +26,7 @@ class Archive:
 
     def __init__(self, index: ArchiveIndex) -> None:
         self.index = index
-        stored = index.get_meta(_CONFIG_KEY)
-        self.config = (None if stored is None else
-                       SyntheticConfig(**{**stored, "profile": Profile(stored["profile"])}))  # type: ignore[dict-item]
+        self.config = _config_from_meta(index.get_meta(_CONFIG_KEY))
 
     @classmethod
     def synthetic(cls, config: SyntheticConfig, patients: int, path: Path | None = None,
@@ -72,6 +70,18 @@ class Archive:
 
     def close(self) -> None:
         self.index.close()
+
+
+def _config_from_meta(stored: object) -> SyntheticConfig | None:
+    if stored is None:
+        return None
+    if not isinstance(stored, dict):
+        raise ArchiveError(f"index meta {_CONFIG_KEY!r} is not a mapping: {stored!r}")
+    try:
+        return SyntheticConfig(**{**stored, "profile": Profile(stored["profile"])})
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ArchiveError(f"index meta {_CONFIG_KEY!r} is not a synthetic config: {exc}") \
+            from exc
 
 
 @functools.lru_cache(maxsize=64)

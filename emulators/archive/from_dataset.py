@@ -45,29 +45,29 @@ def _frame_of_reference(ds: Dataset) -> str:
 
 
 def _instance(ds: Dataset, path: str | None) -> InstanceRow:
+    sop, sop_class = _text(ds, "SOPInstanceUID"), _text(ds, "SOPClassUID")
+    number = _int(ds, "InstanceNumber")
     modality = _text(ds, "Modality")
-    base = {"sop_uid": _text(ds, "SOPInstanceUID"), "sop_class": _text(ds, "SOPClassUID"),
-            "number": _int(ds, "InstanceNumber"), "path": path}
     if modality == "RTPLAN":
         return InstanceRow(
-            **base, label=_text(ds, "RTPlanLabel"), name=_text(ds, "RTPlanName"),
+            sop, sop_class, number, label=_text(ds, "RTPlanLabel"), name=_text(ds, "RTPlanName"),
             rt_date=_text(ds, "RTPlanDate"), rt_time=_text(ds, "RTPlanTime"),
-            approval=ds.get("ApprovalStatus"),
+            approval=ds.get("ApprovalStatus"), path=path,
             referenced_uid=_first(ds, "ReferencedStructureSetSequence",
                                   "ReferencedSOPInstanceUID"))
     if modality == "RTSTRUCT":
         return InstanceRow(
-            **base, label=_text(ds, "StructureSetLabel"), name=_text(ds, "StructureSetName"),
-            rt_date=_text(ds, "StructureSetDate"), rt_time=_text(ds, "StructureSetTime"),
-            approval=ds.get("ApprovalStatus"),
+            sop, sop_class, number, label=_text(ds, "StructureSetLabel"),
+            name=_text(ds, "StructureSetName"), rt_date=_text(ds, "StructureSetDate"),
+            rt_time=_text(ds, "StructureSetTime"), approval=ds.get("ApprovalStatus"), path=path,
             referenced_uid=_first(ds, "ReferencedFrameOfReferenceSequence",
                                   "RTReferencedStudySequence", "RTReferencedSeriesSequence",
                                   "SeriesInstanceUID"))
     if modality == "RTDOSE":
         return InstanceRow(
-            **base, summation=ds.get("DoseSummationType"),
+            sop, sop_class, number, summation=ds.get("DoseSummationType"), path=path,
             referenced_uid=_first(ds, "ReferencedRTPlanSequence", "ReferencedSOPInstanceUID"))
-    return InstanceRow(**base)
+    return InstanceRow(sop, sop_class, number, path=path)
 
 
 def dataset_rows(ds: Dataset, path: str | None = None,

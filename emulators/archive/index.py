@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 from .rows import InstanceRow, PatientRow, SeriesRow, StudyRow
 
@@ -181,8 +182,9 @@ class ArchiveIndex:
                 raise
         return written
 
-    _UNIQUE_COLUMN = {"patient": "patient_id", "study": "study_uid", "series": "series_uid",
-                      "sop_class": "uid"}
+    _UNIQUE_COLUMN: ClassVar[dict[str, str]] = {
+        "patient": "patient_id", "study": "study_uid", "series": "series_uid",
+        "sop_class": "uid"}
 
     def _upsert(self, table: str, key: str, insert: str, values: tuple[object, ...]) -> int:
         cached = self._pk_cache.get((table, key))

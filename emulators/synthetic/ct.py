@@ -21,8 +21,8 @@ NOISE_HU = 12
 def pixel_centres(geometry: CTGeometry) -> tuple[npt.NDArray[np.float64],
                                                  npt.NDArray[np.float64]]:
     """x of each column centre and y of each row centre, in mm."""
-    xs = geometry.origin_x + np.arange(geometry.columns) * geometry.spacing
-    ys = geometry.origin_y + np.arange(geometry.rows) * geometry.spacing
+    xs = geometry.origin_x + np.arange(geometry.columns, dtype=np.float64) * geometry.spacing
+    ys = geometry.origin_y + np.arange(geometry.rows, dtype=np.float64) * geometry.spacing
     return xs, ys
 
 

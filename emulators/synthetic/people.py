@@ -54,10 +54,10 @@ def _faker(locale: str) -> Faker:
 
 def _pn(fake: Faker, locale: str, female: bool) -> Person:
     if locale == "ja_JP":
-        last = fake.last_name_pair()
-        first = fake.first_name_female_pair() if female else fake.first_name_male_pair()
+        family = fake.last_name_pair()  # (kanji, kana, romaji)
+        given = fake.first_name_female_pair() if female else fake.first_name_male_pair()
         # PS3.5 6.2.1.2: alphabetic = ideographic = phonetic component groups.
-        return Person(f"{last[2]}^{first[2]}={last[0]}^{first[0]}={last[1]}^{first[1]}")
+        return Person(f"{family[2]}^{given[2]}={family[0]}^{given[0]}={family[1]}^{given[1]}")
     first = fake.first_name_female() if female else fake.first_name_male()
     return Person(f"{fake.last_name()}^{first}")
 

@@ -30,8 +30,8 @@ class DoseGrid:
     frames: int
 
     def axes(self) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
-        xs = self.origin_x + np.arange(self.columns) * self.spacing
-        ys = self.origin_y + np.arange(self.rows) * self.spacing
+        xs = self.origin_x + np.arange(self.columns, dtype=np.float64) * self.spacing
+        ys = self.origin_y + np.arange(self.rows, dtype=np.float64) * self.spacing
         return xs, ys
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 
 from pydicom.dataset import Dataset
@@ -30,7 +31,7 @@ def _leaves(radius: float, modulation: float) -> list[str]:
     """Bank A then bank B, shaped to the PTV's projection (a disc of ``radius``)."""
     bank_a: list[str] = []
     bank_b: list[str] = []
-    for lo, hi in zip(LEAF_BOUNDARIES, LEAF_BOUNDARIES[1:], strict=False):
+    for lo, hi in itertools.pairwise(LEAF_BOUNDARIES):
         y = (lo + hi) / 2.0
         if abs(y) < radius:
             half = math.sqrt(radius * radius - y * y) + 3.0

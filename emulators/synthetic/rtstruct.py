@@ -43,7 +43,9 @@ def structure_set(recipe: PatientRecipe, ss: StructureSetSpec) -> Dataset:
     ds.ReferencedFrameOfReferenceSequence = seq([_referenced_frame(ss)])
 
     geometry = ss.ct.geometry
-    rois, contours, observations = [], [], []
+    rois: list[Dataset] = []
+    contours: list[Dataset] = []
+    observations: list[Dataset] = []
     for number, organ in enumerate(recipe.anatomy.organs, start=1):
         roi = Dataset()
         roi.ROINumber = number
@@ -52,7 +54,7 @@ def structure_set(recipe: PatientRecipe, ss: StructureSetSpec) -> Dataset:
         roi.ROIGenerationAlgorithm = "AUTOMATIC" if organ.name == "BODY" else "MANUAL"
         rois.append(roi)
 
-        items = []
+        items: list[Dataset] = []
         for k, sop_uid in enumerate(ss.ct.slice_uids):
             z = geometry.z(k)
             section = organ.section(z)

@@ -1,0 +1,40 @@
+"""C-ECHO: the first thing to try against a site's daemon."""
+
+from __future__ import annotations
+
+import time
+
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
+
+from .errors import AssociationFailed, AssociationRejected, DicomError
+
+
+def echo(host: str, port: int, calling: str, called: str, timeout: float = 10.0) -> float:
+    """Round-trip seconds of one C-ECHO; raises a :class:`DicomError` that says why not."""
+    ae = AE(ae_title=calling)
+    ae.add_requested_context(Verification)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
+    peer = f"{called} at {host}:{port}"
+    start = time.monotonic()
+    assoc = ae.associate(host, port, ae_title=called)
+    try:
+        rsp = assoc.acceptor.primitive
+        if assoc.is_rejected and rsp is not None:
+            raise AssociationRejected(int(rsp.result or 0), int(rsp.result_source or 0),
+                                      int(rsp.diagnostic or 0), calling, called, peer)
+        if not assoc.is_established:
+            raise AssociationFailed(
+                f"No association with {peer}: the connection was refused, timed out after "
+                f"{timeout:g} s, or was aborted. Check the host, the port and that the "
+                "daemon is running; a firewall may drop the connection.")
+        status = assoc.send_c_echo()
+        if not status or "Status" not in status:
+            raise AssociationFailed(f"{peer} sent no C-ECHO response within {timeout:g} s.")
+        if int(status.Status) != 0:
+            raise DicomError(f"{peer} answered C-ECHO with status 0x{int(status.Status):04X}.")
+        return time.monotonic() - start
+    finally:
+        if assoc.is_established:
+            assoc.release()
+        ae.shutdown()

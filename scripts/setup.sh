@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Shared by demo.sh and test.sh: a venv at .venv with dbdsim installed (EXTRAS=test adds
+# the test tools), and, with SYSTEM_TOOLS=1, DCMTK, dicom3tools and Orthanc from Debian.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "${SYSTEM_TOOLS:-0}" = 1 ]; then
+  missing=()
+  command -v dcmqrscp >/dev/null 2>&1 || missing+=(dcmtk)
+  command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
+  [ -x /usr/sbin/Orthanc ] || command -v Orthanc >/dev/null 2>&1 || missing+=(orthanc)
+  if [ ${#missing[@]} -gt 0 ]; then
+    sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    echo "== installing ${missing[*]} from Debian"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
+      "${missing[@]}" >/dev/null
+  fi
+fi
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  echo "== creating .venv"
+  "$python" -m venv .venv
+fi
+echo "== installing dbdsim${EXTRAS:+[$EXTRAS]} into .venv"
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
