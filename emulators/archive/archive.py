@@ -32,7 +32,7 @@ class Archive:
     def synthetic(cls, config: SyntheticConfig, patients: int, path: Path | None = None,
                   progress: Callable[[PatientRecipe], None] | None = None) -> Archive:
         """An index of ``patients`` seeded patients; no pixel data is made or stored."""
-        index = ArchiveIndex(path)
+        index = ArchiveIndex(path, bulk=True)
         index.set_meta(_CONFIG_KEY, dataclasses.asdict(config))
         for i in range(patients):
             recipe = make_recipe(config, i)
@@ -40,6 +40,7 @@ class Archive:
                 index.add(patient, study, series, instances)
             if progress:
                 progress(recipe)
+        index.finish_bulk()
         return cls(index)
 
     @classmethod
