@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.dataset import Dataset
 
-from emulators.archive import Archive, ArchiveError, ArchiveIndex
+from emulators.archive import Archive, ArchiveError, ArchiveIndex, Counts
 from emulators.synthetic import Profile, SyntheticConfig, make_recipe, object_refs
 from emulators.synthetic.modules import with_file_meta
 
@@ -139,3 +139,33 @@ def test_query_is_read_only() -> None:
     index.close()
     with pytest.raises(sqlite3.ProgrammingError):
         index.counts()
+
+
+def test_bulk_load_refuses_duplicate_uids_when_indexing() -> None:
+    from emulators.archive import InstanceRow, PatientRow, SeriesRow, StudyRow
+
+    index = ArchiveIndex(bulk=True)
+    patient = PatientRow("P1", "Doe^Jane", "19600101", "F", "ISO_IR 192")
+    study = StudyRow("1.2.3", "20200101", "120000", "A1", "S1", "CT", "")
+    series = SeriesRow("1.2.3.4", "CT", 1, "", "1.2.3.9")
+    index.add(patient, study, series, [InstanceRow("1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.2", 1)])
+    index.add(patient, study, series, [InstanceRow("1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.2", 2)])
+    with pytest.raises(ValueError, match="duplicate SOP Instance UIDs"):
+        index.finish_bulk()
+    index.close()
+
+
+def test_adding_again_replaces_the_instance_row() -> None:
+    from emulators.archive import InstanceRow, PatientRow, SeriesRow, StudyRow
+
+    index = ArchiveIndex()
+    patient = PatientRow("P1", "Doe^Jane", "19600101", "F", "ISO_IR 192")
+    study = StudyRow("1.2.3", "20200101", "120000", "A1", "S1", "CT", "")
+    series = SeriesRow("1.2.3.4", "CT", 1, "", "1.2.3.9")
+    for number in (1, 2):
+        index.add(patient, study, series,
+                  [InstanceRow("1.2.3.4.5", "1.2.840.10008.5.1.4.1.1.2", number)])
+    rows = index.query("SELECT instance_number FROM instance_v")
+    assert [r["instance_number"] for r in rows] == [2]
+    assert index.counts() == Counts(1, 1, 1, 1)
+    index.close()
