@@ -58,8 +58,9 @@ def _pn(fake: Faker, locale: str, female: bool) -> Person:
         given = fake.first_name_female_pair() if female else fake.first_name_male_pair()
         # PS3.5 6.2.1.2: alphabetic = ideographic = phonetic component groups.
         return Person(f"{family[2]}^{given[2]}={family[0]}^{given[0]}={family[1]}^{given[1]}")
-    first = fake.first_name_female() if female else fake.first_name_male()
-    return Person(f"{fake.last_name()}^{first}")
+    if female:  # gendered family names where the locale has them (ru_RU, el_GR)
+        return Person(f"{fake.last_name_female()}^{fake.first_name_female()}")
+    return Person(f"{fake.last_name_male()}^{fake.first_name_male()}")
 
 
 def _fits_latin1(*texts: str) -> bool:

@@ -63,21 +63,23 @@ def make_anatomy(rng: random.Random, z_half: float) -> Anatomy:
     inf = math.inf
     lung_az = 0.8 * z_half
     side = rng.choice((-1.0, 1.0))
-    lung_cx = side * 0.45 * bx
+    lung_cx = side * 0.5 * bx
     gtv_r = rng.uniform(12.0, 22.0)
     gtv_cz = rng.uniform(-0.3, 0.3) * lung_az
-    gtv_cx = lung_cx + rng.uniform(-0.1, 0.1) * bx
+    gtv_cx = lung_cx + rng.uniform(-0.05, 0.05) * bx
     gtv_cy = rng.uniform(-0.25, 0.1) * by
     margin = 7.0
     organs = (
         Organ("BODY", "EXTERNAL", (0, 255, 0), 40, 0.0, 0.0, 0.0, bx, by, inf),
-        Organ("Lung_R", "ORGAN", (0, 128, 255), -820, -0.45 * bx, -0.05 * by, 0.0,
-              0.3 * bx, 0.6 * by, lung_az),
-        Organ("Lung_L", "ORGAN", (0, 200, 255), -820, 0.45 * bx, -0.05 * by, 0.0,
-              0.3 * bx, 0.6 * by, lung_az),
-        Organ("Heart", "ORGAN", (255, 0, 128), 45, 0.12 * bx, -0.3 * by, -0.3 * lung_az,
-              0.22 * bx, 0.3 * by, 0.45 * lung_az),
-        Organ("Vertebra", "ORGAN", (255, 255, 200), 650, 0.0, 0.72 * by, 0.0, 18.0, 16.0, inf),
+        # Lungs span |x| in [0.25, 0.75] bx, the heart [-0.13, 0.23] bx: no organ
+        # overlaps another, so each contour holds only its own tissue.
+        Organ("Lung_R", "ORGAN", (0, 128, 255), -820, -0.5 * bx, -0.05 * by, 0.0,
+              0.25 * bx, 0.6 * by, lung_az),
+        Organ("Lung_L", "ORGAN", (0, 200, 255), -820, 0.5 * bx, -0.05 * by, 0.0,
+              0.25 * bx, 0.6 * by, lung_az),
+        Organ("Heart", "ORGAN", (255, 0, 128), 45, 0.05 * bx, -0.3 * by, -0.3 * lung_az,
+              0.18 * bx, 0.3 * by, 0.45 * lung_az),
+        Organ("Vertebra", "ORGAN", (200, 120, 255), 650, 0.0, 0.72 * by, 0.0, 18.0, 16.0, inf),
         Organ("SpinalCord", "ORGAN", (255, 255, 0), 30, 0.0, 0.72 * by, 0.0, 7.0, 7.0, inf),
         Organ("GTV", "GTV", (255, 0, 0), 25, gtv_cx, gtv_cy, gtv_cz, gtv_r, gtv_r, gtv_r),
         Organ("PTV", "PTV", (255, 128, 0), None, gtv_cx, gtv_cy, gtv_cz,
@@ -110,15 +112,12 @@ def hu_slice(anatomy: Anatomy, xs: npt.NDArray[np.float64], ys: npt.NDArray[np.f
     return img
 
 
-def contour_points(section: tuple[float, float, float, float], z: float,
-                   points: int = 48) -> list[float]:
-    """A closed planar polygon on the ellipse, as flat x, y, z triplets."""
+def contour_xy(section: tuple[float, float, float, float],
+               points: int = 48) -> list[tuple[float, float]]:
+    """The vertices of a closed planar polygon on the ellipse."""
     cx, cy, a, b = section
-    out: list[float] = []
-    for i in range(points):
-        t = 2.0 * math.pi * i / points
-        out.extend((round(cx + a * math.cos(t), 2), round(cy + b * math.sin(t), 2), z))
-    return out
+    return [(cx + a * math.cos(2.0 * math.pi * i / points),
+             cy + b * math.sin(2.0 * math.pi * i / points)) for i in range(points)]
 
 
 def relative_dose(anatomy: Anatomy, xs: npt.NDArray[np.float64],
@@ -132,11 +131,14 @@ def relative_dose(anatomy: Anatomy, xs: npt.NDArray[np.float64],
     body = anatomy.organs[0]
     dx = xs[None, :] - ptv.cx
     dy = ys[:, None] - ptv.cy
-    dist = np.sqrt(dx * dx + dy * dy + (z - ptv.cz) ** 2) - ptv.ax
-    dose = np.where(dist <= 0.0, 1.02 - 0.04 * (dist / ptv.ax) ** 2,
-                    1.02 * np.exp(-((np.maximum(dist, 0.0) / 12.0) ** 2)))
-    dose = dose + 0.12 * np.exp(-np.maximum(dist, 0.0) / 60.0)
+    radius = np.sqrt(dx * dx + dy * dy + (z - ptv.cz) ** 2)
+    outside = np.maximum(radius - ptv.ax, 0.0)
+    # 103 % at the centre, 100 % on the PTV surface, then a steep fall-off into a
+    # low bath; continuous at the surface.
+    core = 1.0 + 0.03 * (1.0 - np.minimum(radius / ptv.ax, 1.0) ** 2)
+    fall = 0.9 * np.exp(-((outside / 12.0) ** 2)) + 0.1 * np.exp(-outside / 60.0)
+    dose = np.where(outside > 0.0, fall, core)
     section = body.section(z)
     inside = (np.zeros(dose.shape, dtype=bool) if section is None
               else ellipse_mask(xs, ys, section))
-    return np.where(inside, np.minimum(dose, 1.08), 0.0)
+    return np.where(inside, dose, 0.0)

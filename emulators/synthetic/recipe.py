@@ -250,7 +250,7 @@ class _Builder:
         geometry = CTGeometry(c.rows, c.columns, c.pixel_spacing, c.slice_thickness, c.slices)
         return CTSpec(
             study=study,
-            series=self.series(study, f"ct{key}", "Thorax 2.5mm RT"),
+            series=self.series(study, f"ct{key}", f"Thorax {c.slice_thickness:g}mm RT"),
             frame_of_reference=self.uid("for", key),
             slice_uids=tuple(self.uid("ct", key, k) for k in range(c.slices)),
             geometry=geometry,
@@ -317,11 +317,15 @@ class _Builder:
 def make_recipe(config: SyntheticConfig, index: int) -> PatientRecipe:
     """The recipe of patient ``index`` of the archive ``config`` describes."""
     pid = patient_id(config.seed, index)
-    seed_material = int(derive_uid("rng", config.seed, index, config.profile)[5:])
-    rng = random.Random(seed_material)
-    people = make_demographics(rng, seed_material % 2**32)
-    builder = _Builder(config, index, rng)
-    mess = _mess(rng, config.profile, index)
+    # Separate streams: the person, their anatomy and the first collection do not
+    # depend on the profile, so patient k of a messy archive is patient k of the
+    # clean one with more objects, not somebody else under the same ID.
+    person_seed = int(derive_uid("person", config.seed, index)[5:])
+    rng = random.Random(person_seed)
+    people = make_demographics(rng, person_seed % 2**32)
+    builder = _Builder(config, index, random.Random(derive_uid("objects", config.seed, index)))
+    mess = _mess(random.Random(derive_uid("mess", config.seed, index, config.profile)),
+                 config.profile, index)
 
     first_day = _EPOCH + dt.timedelta(days=rng.randrange(0, 3650))
     age_days = rng.randrange(35 * 365, 88 * 365)
@@ -332,7 +336,7 @@ def make_recipe(config: SyntheticConfig, index: int) -> PatientRecipe:
 
     study = builder.study("0", first_day, "CT Thorax RT planning")
     ct = builder.ct(study, "0")
-    ss = builder.structure_set(ct, "0", "RT_Struct1", rng.randint(1, 3))
+    ss = builder.structure_set(ct, "0", "RT_Struct1", builder.rng.randint(1, 3))
     plans = [builder.plan(ss, "0", f"LUNG_{side}_1", approved=True)]
     structure_sets = [ss]
     studies = [study]
@@ -350,7 +354,7 @@ def make_recipe(config: SyntheticConfig, index: int) -> PatientRecipe:
     if Mess.SECOND_STRUCTURE_SET in mess:
         structure_sets.append(builder.structure_set(ct, "1", "RT_Struct2", 5))
     if Mess.SECOND_CT_STUDY in mess:
-        later = first_day + dt.timedelta(days=rng.randint(20, 60))
+        later = first_day + dt.timedelta(days=builder.rng.randint(20, 60))
         study2 = builder.study("1", later, "CT Thorax re-planning")
         ct2 = builder.ct(study2, "1")
         ss2 = builder.structure_set(ct2, "2", "RT_Struct_RP", 1)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, RTStructureSetStorage
 
-from .modules import da, new_object, ref, seq
-from .phantom import contour_points
+from .modules import da, ds_str, new_object, ref, seq
+from .phantom import contour_xy
 from .recipe import PatientRecipe, StructureSetSpec
 
 # PS3.3 C.8.8.5.3: the retired Detached Study Management class is what the
@@ -60,13 +60,16 @@ def structure_set(recipe: PatientRecipe, ss: StructureSetSpec) -> Dataset:
             section = organ.section(z)
             if section is None:
                 continue
-            points = contour_points(section, z)
+            # z written exactly as the slice's ImagePositionPatient z, so every
+            # point lies on the plane of the image it references.
+            z_text = ds_str(z)
+            vertices = contour_xy(section)
             item = Dataset()
             item.ContourImageSequence = seq([ref(CTImageStorage, sop_uid)])
             item.ContourGeometricType = "CLOSED_PLANAR"
-            item.NumberOfContourPoints = len(points) // 3
+            item.NumberOfContourPoints = len(vertices)
             item.ContourNumber = len(items) + 1
-            item.ContourData = [f"{v:.2f}" for v in points]
+            item.ContourData = [v for x, y in vertices for v in (f"{x:.2f}", f"{y:.2f}", z_text)]
             items.append(item)
         roi_contour = Dataset()
         roi_contour.ROIDisplayColor = list(organ.colour)

@@ -1,0 +1,288 @@
+"""``dbdsim``: the emulators' command line.
+
+Each subcommand is one ``_add_<name>`` function, listed in ``COMMANDS``, that
+registers its parser with ``run`` and ``command_parser`` defaults, so later commands
+(``serve``, ``patients``, ``scenario``) plug in without touching the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, JustifyMethod
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .files import archive_path, safe_name, write_part10
+from .preview import render_preview
+from .synthetic import Mess, PatientRecipe, Profile, SyntheticConfig, make_recipe, object_refs
+
+PROG = "dbdsim"
+MAX_PATIENTS = 10_000_000  # patient IDs are unique per seed up to this many
+
+Runner = Callable[[argparse.Namespace, argparse.ArgumentParser], int]
+
+
+class CommandError(Exception):
+    """A failure the user can act on: printed as one line, exit status 1."""
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
+def _add_archive_options(parser: argparse.ArgumentParser) -> None:
+    """The options fixing a synthetic archive; every command that builds one shares them."""
+    defaults = SyntheticConfig()
+    group = parser.add_argument_group("synthetic archive")
+    group.add_argument("--seed", type=_int_at_least(0), required=True,
+                       help="archive seed: the same seed and options give the same bytes")
+    group.add_argument("--profile", choices=[p.value for p in Profile],
+                       default=defaults.profile.value,
+                       help="clean: one plan per patient; messy: real archives' complications "
+                            "(default: %(default)s)")
+    group.add_argument("--slices", type=_int_at_least(2), default=defaults.slices,
+                       help="CT slices per series (default: %(default)s)")
+    group.add_argument("--rows", type=_int_at_least(16), default=defaults.rows,
+                       help="CT rows (default: %(default)s)")
+    group.add_argument("--columns", type=_int_at_least(16), default=defaults.columns,
+                       help="CT columns (default: %(default)s)")
+
+
+def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SyntheticConfig:
+    try:
+        return SyntheticConfig(seed=args.seed, profile=Profile(args.profile), slices=args.slices,
+                               rows=args.rows, columns=args.columns)
+    except ValueError as exc:
+        parser.error(str(exc))
+
+
+# --- generate --------------------------------------------------------------------------
+
+
+def _summary(recipe: PatientRecipe, out: Path) -> dict[str, Any]:
+    """What one patient's folder holds, from the recipe that produced it."""
+    approved = sum(plan.approved for plan in recipe.plans)
+    people = recipe.people
+    return {
+        "index": recipe.index,
+        "patient_id": recipe.patient_id,
+        "name": people.patient_name.pn,
+        "locale": people.locale,
+        "charset": people.charset,
+        "ct_studies": len({ct.study.uid for ct in recipe.cts}),
+        "ct_images": sum(len(ct.slice_uids) for ct in recipe.cts),
+        "structure_sets": len(recipe.structure_sets),
+        "plans": len(recipe.plans),
+        "plans_approved": approved,
+        "plans_unapproved": len(recipe.plans) - approved,
+        "doses": len(recipe.doses),
+        "objects": sum(1 for _ in object_refs(recipe)),
+        "messes": sorted(str(mess) for mess in recipe.mess),
+        "folder": str(out / safe_name(recipe.patient_id)),
+    }
+
+
+_TOTALLED = ("ct_studies", "ct_images", "structure_sets", "plans", "plans_approved",
+             "plans_unapproved", "doses", "objects")
+
+
+def _totals(rows: list[dict[str, Any]]) -> dict[str, int]:
+    totals = {"patients": len(rows)}
+    totals.update({key: sum(row[key] for row in rows) for key in _TOTALLED})
+    return totals
+
+
+def _interactive() -> bool:
+    """Progress bars only for a person watching a terminal, never into pipes or logs."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+@contextmanager
+def _progress(total: int, show: bool) -> Iterator[Callable[[], None]]:
+    """A callable advancing a rich progress bar on stderr, or doing nothing."""
+    if not show:
+        yield lambda: None
+        return
+    columns = (TextColumn("[bold]writing"), BarColumn(), MofNCompleteColumn(),
+               TimeRemainingColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True) as progress:
+        task = progress.add_task("writing", total=total)
+        yield lambda: progress.advance(task)
+
+
+def _write_archive(recipes: list[PatientRecipe], out: Path) -> None:
+    total = sum(sum(1 for _ in object_refs(recipe)) for recipe in recipes)
+    with _progress(total, _interactive()) as advance:
+        for recipe in recipes:
+            for obj in object_refs(recipe):
+                path = archive_path(out, recipe.patient_id, obj.modality, obj.sop_uid)
+                try:
+                    write_part10(obj.build(), path)
+                except OSError as exc:
+                    raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
+                advance()
+
+
+def _print_table(rows: list[dict[str, Any]], totals: dict[str, int], out: Path) -> None:
+    table = Table(title=f"Synthetic archive in {escape(str(out))}", title_justify="left")
+    columns: tuple[tuple[str, JustifyMethod], ...] = (
+        ("Patient ID", "left"), ("Name", "left"), ("Locale\ncharset", "left"),
+        ("CT\nstudies", "right"), ("CT\nimages", "right"), ("Structure\nsets", "right"),
+        ("Plans\n(appr/unappr)", "right"), ("Doses", "right"), ("Files", "right"),
+        ("Messes", "left"))
+    for header, justify in columns:
+        table.add_column(header, justify=justify, no_wrap=header == "Patient ID")
+    table.columns[-1].min_width = max(len(mess) for mess in Mess)
+
+    def plans(row: dict[str, Any]) -> str:
+        return f"{row['plans']} ({row['plans_approved']}/{row['plans_unapproved']})"
+
+    for row in rows:
+        # IDs and names are data, not rich markup ("[b]" in an imported ID stays literal).
+        table.add_row(escape(row["patient_id"]), escape(row["name"]),
+                      f"{row['locale']}\n{row['charset']}",
+                      str(row["ct_studies"]), str(row["ct_images"]),
+                      str(row["structure_sets"]), plans(row), str(row["doses"]),
+                      str(row["objects"]), "\n".join(row["messes"]) or "-",
+                      end_section=row is rows[-1])
+    table.add_row(f"{totals['patients']} patients", "", "", str(totals["ct_studies"]),
+                  str(totals["ct_images"]), str(totals["structure_sets"]), plans(totals),
+                  str(totals["doses"]), str(totals["objects"]), "", style="bold")
+    # Rich wraps to 80 columns when stdout is not a terminal; a log deserves full rows.
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+    console.print(table)
+
+
+def _run_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    if args.patients > MAX_PATIENTS:
+        parser.error(f"--patients: at most {MAX_PATIENTS} patients per seed")
+    config = _config(args, parser)
+    out: Path = args.out
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CommandError(f"cannot create output folder {out}: {exc.strerror or exc}") from exc
+    recipes = [make_recipe(config, index) for index in range(args.patients)]
+    _write_archive(recipes, out)
+    root = out.resolve()
+    rows = [_summary(recipe, root) for recipe in recipes]
+    totals = _totals(rows)
+    if args.json:
+        document = {"patients": rows, "totals": totals, "out": str(root)}
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+    else:
+        _print_table(rows, totals, out)
+    return 0
+
+
+def _add_generate(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "generate", help="write a synthetic archive as DICOM files",
+        description="Write every object of patients 0..N-1 as "
+                    "<out>/<patient id>/<modality>.<sop uid>.dcm, then summarise them.")
+    parser.add_argument("--patients", type=_int_at_least(1), required=True, metavar="N",
+                        help="number of patients")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="output folder (created if missing)")
+    parser.add_argument("--json", action="store_true",
+                        help="print a JSON summary instead of the table")
+    _add_archive_options(parser)
+    parser.set_defaults(run=_run_generate, command_parser=parser)
+
+
+# --- preview ---------------------------------------------------------------------------
+
+
+def _run_preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    config = _config(args, parser)
+    if args.patient >= MAX_PATIENTS:
+        parser.error(f"--patient: must be below {MAX_PATIENTS}")
+    if args.slice is not None and args.slice >= config.slices:
+        parser.error(f"--slice: must be below --slices ({config.slices})")
+    try:
+        path = render_preview(make_recipe(config, args.patient), args.out, args.slice)
+    except OSError as exc:
+        raise CommandError(f"cannot write {args.out}: {exc.strerror or exc}") from exc
+    print(path)
+    return 0
+
+
+def _add_preview(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "preview", help="draw one patient's CT slice, contours and dose as a PNG",
+        description="Render the slice through the PTV (or --slice) of a synthetic patient's "
+                    "first CT, with its structure set's contours and its first plan's dose.")
+    parser.add_argument("--patient", type=_int_at_least(0), required=True, metavar="K",
+                        help="patient index within the archive")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.png",
+                        help="PNG to write")
+    parser.add_argument("--slice", type=_int_at_least(0), metavar="N",
+                        help="0-based CT slice (default: through the PTV centre)")
+    _add_archive_options(parser)
+    parser.set_defaults(run=_run_preview, command_parser=parser)
+
+
+# --- entry point -----------------------------------------------------------------------
+
+COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+    _add_generate,
+    _add_preview,
+)
+
+
+def _version() -> str:
+    """The installed distribution's version: the one source of truth is pyproject.toml."""
+    try:
+        return version("dbdsim")
+    except PackageNotFoundError:  # run from a bare source tree
+        return "unknown"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Emulators of a radiotherapy archive's DICOM daemons.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    commands = parser.add_subparsers(title="commands", dest="command", required=True,
+                                     metavar="COMMAND")
+    for add in COMMANDS:
+        add(commands)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run ``dbdsim``; returns the exit status (argparse exits 2 itself on bad arguments)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    run: Runner = args.run
+    try:
+        # The subcommand's own parser, so that usage errors show that command's usage.
+        return run(args, args.command_parser)
+    except CommandError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
