@@ -4,6 +4,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 out=${OUT:-out}
-.venv/bin/dbdsim generate --patients "${PATIENTS:-3}" --seed "${SEED:-1}" --profile messy \
+# Seed 13: its first five patients show every kind of mess and five locales.
+seed=${SEED:-13}
+.venv/bin/dbdsim generate --patients "${PATIENTS:-5}" --seed "$seed" --profile messy \
   --out "$out/archive"
-.venv/bin/dbdsim preview --seed "${SEED:-1}" --patient 0 --profile messy --out "$out/preview.png"
+.venv/bin/dbdsim preview --seed "$seed" --patient 0 --profile messy --out "$out/preview.png"

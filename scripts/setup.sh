@@ -25,5 +25,11 @@ if [ ! -x .venv/bin/python ]; then
   "$python" -m venv .venv
 fi
 echo "== installing dbdsim${EXTRAS:+[$EXTRAS]} into .venv"
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-.venv/bin/python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+log=.venv/pip-install.log
+# pip's build warnings are noise on success; the log is shown when it fails.
+if ! { .venv/bin/python -m pip install --upgrade pip &&
+       .venv/bin/python -m pip install -e ".${EXTRAS:+[$EXTRAS]}"; } >"$log" 2>&1; then
+  tail -40 "$log" >&2
+  echo "pip install failed; the whole log is $log" >&2
+  exit 1
+fi
