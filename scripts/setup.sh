@@ -5,17 +5,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "${SYSTEM_TOOLS:-0}" = 1 ]; then
-  missing=()
-  command -v dcmqrscp >/dev/null 2>&1 || missing+=(dcmtk)
-  command -v dciodvfy >/dev/null 2>&1 || missing+=(dicom3tools)
-  [ -x /usr/sbin/Orthanc ] || command -v Orthanc >/dev/null 2>&1 || missing+=(orthanc)
-  if [ ${#missing[@]} -gt 0 ]; then
+  if ! command -v dcmqrscp >/dev/null 2>&1 || ! command -v dciodvfy >/dev/null 2>&1 ||
+     ! { [ -x /usr/sbin/Orthanc ] || command -v Orthanc >/dev/null 2>&1; }; then
     sudo=""
     [ "$(id -u)" = 0 ] || sudo="sudo"
-    echo "== installing ${missing[*]} from Debian"
+    echo "== installing DCMTK, dicom3tools and Orthanc from Debian"
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends \
-      "${missing[@]}" >/dev/null
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends dcmtk dicom3tools orthanc >/dev/null
   fi
 fi
 
