@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -260,6 +260,3 @@ class ArchiveIndex:
             cursor = self._db.execute(sql, tuple(params))
             cursor.row_factory = sqlite3.Row
             return list(cursor.fetchall())
-
-    def iter_patients(self) -> Iterator[sqlite3.Row]:
-        yield from self.query("SELECT * FROM patient ORDER BY pk")

@@ -4,7 +4,7 @@ The same ``(SyntheticConfig, patient index)`` gives byte-identical datasets and 
 on every machine (for the pinned pydicom/faker majors).
 """
 
-from .objects import ObjectRef, build_instance, datasets, object_refs
+from .objects import ObjectRef, build_instance, object_refs
 from .recipe import Mess, PatientRecipe, PlanKind, Profile, SyntheticConfig, make_recipe
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "Profile",
     "SyntheticConfig",
     "build_instance",
-    "datasets",
     "make_recipe",
     "object_refs",
 ]

@@ -53,7 +53,3 @@ def build_instance(recipe: PatientRecipe, sop_uid: str) -> Dataset:
             return obj.build()
     raise KeyError(sop_uid)
 
-
-def datasets(recipe: PatientRecipe) -> Iterator[Dataset]:
-    for obj in object_refs(recipe):
-        yield obj.build()

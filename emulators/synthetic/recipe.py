@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 
 from client.uids import derive_uid
@@ -131,10 +131,11 @@ class BeamSpec:
     gantry_start: float
     gantry_stop: float  # equal to start for a static beam
     meterset: float
+    rotation: str = "NONE"  # GantryRotationDirection of an arc: CW or CC
 
     @property
     def is_arc(self) -> bool:
-        return self.gantry_start != self.gantry_stop
+        return self.rotation != "NONE"
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ class PatientRecipe:
     structure_sets: tuple[StructureSetSpec, ...]
     plans: tuple[PlanSpec, ...]
     doses: tuple[DoseSpec, ...]
-    equipment_serial: str = field(default="")
+    equipment_serial: str
 
 
 _EPOCH = dt.date(2016, 1, 4)
@@ -282,8 +283,8 @@ class _Builder:
                 for i in range(count))
             fractions, per_fraction = rng.choice(((30, 2.0), (20, 2.75), (33, 2.0)))
         else:
-            beams = (BeamSpec(1, "Arc CW", 181.0, 179.0, round(rng.uniform(220, 320), 2)),
-                     BeamSpec(2, "Arc CCW", 179.0, 181.0, round(rng.uniform(220, 320), 2)))
+            beams = (BeamSpec(1, "Arc CW", 181.0, 179.0, round(rng.uniform(220, 320), 2), "CW"),
+                     BeamSpec(2, "Arc CCW", 179.0, 181.0, round(rng.uniform(220, 320), 2), "CC"))
             fractions, per_fraction = rng.choice(((8, 7.5), (5, 11.0), (3, 18.0)))
         return PlanSpec(
             uid=self.uid("rtplan", key),

@@ -51,10 +51,10 @@ def dose_grid(anatomy: Anatomy, ct: CTGeometry) -> DoseGrid:
     )
 
 
-def dose_volume(recipe: PatientRecipe, dose: DoseSpec) -> npt.NDArray[np.float64]:
+def dose_volume(recipe: PatientRecipe, dose: DoseSpec,
+                grid: DoseGrid) -> npt.NDArray[np.float64]:
     """Absolute dose in Gy, frames x rows x columns."""
     plan = dose.plan
-    grid = dose_grid(recipe.anatomy, plan.structure_set.ct.geometry)
     xs, ys = grid.axes()
     volume = np.stack([relative_dose(recipe.anatomy, xs, ys, grid.z0 + f * grid.frame_spacing)
                        for f in range(grid.frames)])
@@ -68,7 +68,7 @@ def rt_dose(recipe: PatientRecipe, dose: DoseSpec) -> Dataset:
     plan = dose.plan
     ct = plan.structure_set.ct
     grid = dose_grid(recipe.anatomy, ct.geometry)
-    gy = dose_volume(recipe, dose)
+    gy = dose_volume(recipe, dose, grid)
     # 16-bit values, the maximum near 60000 units. (32-bit grids, as Eclipse
     # writes, crash the Debian build of dciodvfy, so the archive avoids them.)
     scaling = f"{max(float(gy.max()), 1e-3) / 60000.0:.6e}"

@@ -58,16 +58,13 @@ def _device_positions(radius: float, modulation: float) -> list[Dataset]:
 def _control_points(plan: PlanSpec, beam: BeamSpec, recipe: PatientRecipe) -> list[Dataset]:
     ptv = recipe.anatomy.target
     isocentre = [ds_str(ptv.cx, 2), ds_str(ptv.cy, 2), ds_str(ptv.cz, 2)]
+    direction = beam.rotation
     if beam.is_arc:
-        clockwise = beam.name.endswith("CW") and not beam.name.endswith("CCW")
-        span = (beam.gantry_stop - beam.gantry_start) % 360 if clockwise else \
-            (beam.gantry_start - beam.gantry_stop) % 360
+        sign = 1.0 if direction == "CW" else -1.0
+        span = (sign * (beam.gantry_stop - beam.gantry_start)) % 360
         steps = max(2, math.ceil(span / VMAT_STEP_DEGREES))
-        direction = "CW" if clockwise else "CC"
-        sign = 1.0 if clockwise else -1.0
         angles = [(beam.gantry_start + sign * span * i / steps) % 360 for i in range(steps + 1)]
     else:
-        direction = "NONE"
         angles = [beam.gantry_start, beam.gantry_start]
     last = len(angles) - 1
     points = []
