@@ -24,6 +24,7 @@ from pathlib import Path
 import pydicom
 
 from emulators.archive import ArchiveIndex, import_folder
+from emulators.files import write_patient
 from emulators.synthetic import SyntheticConfig, make_recipe, object_refs
 from emulators.synthetic.modules import with_file_meta
 
@@ -57,15 +58,8 @@ def _index_child(patients: int, profile: str) -> dict[str, float]:
 
 
 def _write(config: SyntheticConfig, patients: int, folder: Path) -> list[Path]:
-    paths = []
-    for i in range(patients):
-        recipe = make_recipe(config, i)
-        for obj in object_refs(recipe):
-            path = folder / recipe.patient_id / f"{obj.modality}.{obj.sop_uid}.dcm"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            pydicom.dcmwrite(path, with_file_meta(obj.build()), enforce_file_format=True)
-            paths.append(path)
-    return paths
+    return [path for i in range(patients)
+            for path in write_patient(make_recipe(config, i), folder)]
 
 
 def _import_vs_dcmqridx(config: SyntheticConfig, patients: int) -> tuple[float, float, int]:

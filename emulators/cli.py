@@ -21,7 +21,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from .files import archive_path, safe_name, write_part10
+from .files import safe_name, write_patient
 from .preview import render_preview
 from .synthetic import Mess, PatientRecipe, Profile, SyntheticConfig, make_recipe, object_refs
 
@@ -133,13 +133,11 @@ def _write_archive(recipes: list[PatientRecipe], out: Path) -> None:
     total = sum(sum(1 for _ in object_refs(recipe)) for recipe in recipes)
     with _progress(total, _interactive()) as advance:
         for recipe in recipes:
-            for obj in object_refs(recipe):
-                path = archive_path(out, recipe.patient_id, obj.modality, obj.sop_uid)
-                try:
-                    write_part10(obj.build(), path)
-                except OSError as exc:
-                    raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from exc
-                advance()
+            try:
+                write_patient(recipe, out, lambda _path: advance())
+            except OSError as exc:
+                where = exc.filename or out / safe_name(recipe.patient_id)
+                raise CommandError(f"cannot write {where}: {exc.strerror or exc}") from exc
 
 
 def _print_table(rows: list[dict[str, Any]], totals: dict[str, int], out: Path) -> None:

@@ -14,11 +14,13 @@ import os
 import re
 import secrets
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pydicom.filewriter import dcmwrite
 
+from .synthetic import PatientRecipe, object_refs
 from .synthetic.modules import with_file_meta
 
 # Windows refuses these as file or folder names, with or without an extension
@@ -109,6 +111,19 @@ def write_part10(ds: Dataset, path: Path) -> None:
             tmp.unlink()
         raise
     _fsync_folder(folder)
+
+
+def write_patient(recipe: PatientRecipe, out: Path,
+                  after_each: Callable[[Path], None] | None = None) -> list[Path]:
+    """Write every object of a synthetic patient where ``dbdsim generate`` puts it."""
+    paths = []
+    for obj in object_refs(recipe):
+        path = archive_path(out, recipe.patient_id, obj.modality, obj.sop_uid)
+        write_part10(obj.build(), path)
+        paths.append(path)
+        if after_each is not None:
+            after_each(path)
+    return paths
 
 
 def _fsync_folder(folder: Path) -> None:

@@ -11,11 +11,10 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import pydicom
 import pytest
 
-from emulators.synthetic import PatientRecipe, object_refs
-from emulators.synthetic.modules import with_file_meta
+from emulators.files import write_patient
+from emulators.synthetic import PatientRecipe
 
 
 def require_tool(name: str) -> str:
@@ -31,14 +30,7 @@ def require_tool(name: str) -> str:
 
 def write_recipe(recipe: PatientRecipe, folder: Path) -> list[Path]:
     """Write every object of ``recipe`` as ``<folder>/<patient id>/<modality>.<uid>.dcm``."""
-    patient_dir = folder / recipe.patient_id
-    patient_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for obj in object_refs(recipe):
-        path = patient_dir / f"{obj.modality}.{obj.sop_uid}.dcm"
-        pydicom.dcmwrite(path, with_file_meta(obj.build()), enforce_file_format=True)
-        paths.append(path)
-    return paths
+    return write_patient(recipe, folder)
 
 
 @pytest.fixture(name="require_tool", scope="session")
