@@ -21,58 +21,22 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from .cli_common import (
+    MAX_PATIENTS,
+    CommandError,
+    Runner,
+    SubParsers,
+    add_archive_options,
+    int_at_least,
+    interactive,
+    synthetic_config,
+)
 from .files import safe_name, write_patient
 from .preview import render_preview
-from .synthetic import Mess, PatientRecipe, Profile, SyntheticConfig, make_recipe, object_refs
+from .serve import add_patients, add_serve
+from .synthetic import Mess, PatientRecipe, make_recipe, object_refs
 
 PROG = "dbdsim"
-MAX_PATIENTS = 10_000_000  # patient IDs are unique per seed up to this many
-
-Runner = Callable[[argparse.Namespace, argparse.ArgumentParser], int]
-
-
-class CommandError(Exception):
-    """A failure the user can act on: printed as one line, exit status 1."""
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid integer: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {minimum}"
-    return parse
-
-
-def _add_archive_options(parser: argparse.ArgumentParser) -> None:
-    """The options fixing a synthetic archive; every command that builds one shares them."""
-    defaults = SyntheticConfig()
-    group = parser.add_argument_group("synthetic archive")
-    group.add_argument("--seed", type=_int_at_least(0), required=True,
-                       help="archive seed: the same seed and options give the same bytes")
-    group.add_argument("--profile", choices=[p.value for p in Profile],
-                       default=defaults.profile.value,
-                       help="clean: one plan per patient; messy: real archives' complications "
-                            "(default: %(default)s)")
-    group.add_argument("--slices", type=_int_at_least(2), default=defaults.slices,
-                       help="CT slices per series (default: %(default)s)")
-    group.add_argument("--rows", type=_int_at_least(16), default=defaults.rows,
-                       help="CT rows (default: %(default)s)")
-    group.add_argument("--columns", type=_int_at_least(16), default=defaults.columns,
-                       help="CT columns (default: %(default)s)")
-
-
-def _config(args: argparse.Namespace, parser: argparse.ArgumentParser) -> SyntheticConfig:
-    try:
-        return SyntheticConfig(seed=args.seed, profile=Profile(args.profile), slices=args.slices,
-                               rows=args.rows, columns=args.columns)
-    except ValueError as exc:
-        parser.error(str(exc))
 
 
 # --- generate --------------------------------------------------------------------------
@@ -111,11 +75,6 @@ def _totals(rows: list[dict[str, Any]]) -> dict[str, int]:
     return totals
 
 
-def _interactive() -> bool:
-    """Progress bars only for a person watching a terminal, never into pipes or logs."""
-    return sys.stdout.isatty() and sys.stderr.isatty()
-
-
 @contextmanager
 def _progress(total: int, show: bool) -> Iterator[Callable[[], None]]:
     """A callable advancing a rich progress bar on stderr, or doing nothing."""
@@ -131,7 +90,7 @@ def _progress(total: int, show: bool) -> Iterator[Callable[[], None]]:
 
 def _write_archive(recipes: list[PatientRecipe], out: Path) -> None:
     total = sum(sum(1 for _ in object_refs(recipe)) for recipe in recipes)
-    with _progress(total, _interactive()) as advance:
+    with _progress(total, interactive()) as advance:
         for recipe in recipes:
             try:
                 write_patient(recipe, out, lambda _path: advance())
@@ -173,7 +132,7 @@ def _print_table(rows: list[dict[str, Any]], totals: dict[str, int], out: Path) 
 def _run_generate(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     if args.patients > MAX_PATIENTS:
         parser.error(f"--patients: at most {MAX_PATIENTS} patients per seed")
-    config = _config(args, parser)
+    config = synthetic_config(args, parser)
     out: Path = args.out
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -197,13 +156,13 @@ def _add_generate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
         "generate", help="write a synthetic archive as DICOM files",
         description="Write every object of patients 0..N-1 as "
                     "<out>/<patient id>/<modality>.<sop uid>.dcm, then summarise them.")
-    parser.add_argument("--patients", type=_int_at_least(1), required=True, metavar="N",
+    parser.add_argument("--patients", type=int_at_least(1), required=True, metavar="N",
                         help="number of patients")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR",
                         help="output folder (created if missing)")
     parser.add_argument("--json", action="store_true",
                         help="print a JSON summary instead of the table")
-    _add_archive_options(parser)
+    add_archive_options(parser)
     parser.set_defaults(run=_run_generate, command_parser=parser)
 
 
@@ -211,7 +170,7 @@ def _add_generate(commands: argparse._SubParsersAction[argparse.ArgumentParser])
 
 
 def _run_preview(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    config = _config(args, parser)
+    config = synthetic_config(args, parser)
     if args.patient >= MAX_PATIENTS:
         parser.error(f"--patient: must be below {MAX_PATIENTS}")
     if args.slice is not None and args.slice >= config.slices:
@@ -229,21 +188,23 @@ def _add_preview(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "preview", help="draw one patient's CT slice, contours and dose as a PNG",
         description="Render the slice through the PTV (or --slice) of a synthetic patient's "
                     "first CT, with its structure set's contours and its first plan's dose.")
-    parser.add_argument("--patient", type=_int_at_least(0), required=True, metavar="K",
+    parser.add_argument("--patient", type=int_at_least(0), required=True, metavar="K",
                         help="patient index within the archive")
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.png",
                         help="PNG to write")
-    parser.add_argument("--slice", type=_int_at_least(0), metavar="N",
+    parser.add_argument("--slice", type=int_at_least(0), metavar="N",
                         help="0-based CT slice (default: through the PTV centre)")
-    _add_archive_options(parser)
+    add_archive_options(parser)
     parser.set_defaults(run=_run_preview, command_parser=parser)
 
 
 # --- entry point -----------------------------------------------------------------------
 
-COMMANDS: tuple[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None], ...] = (
+COMMANDS: tuple[Callable[[SubParsers[argparse.ArgumentParser]], None], ...] = (
     _add_generate,
     _add_preview,
+    add_serve,
+    add_patients,
 )
 
 

@@ -15,10 +15,16 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
+from typing import BinaryIO
 
-from pydicom.dataset import Dataset
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
+from pydicom.uid import UID
+from pynetdicom.dsutils import encode_file_meta
+
+from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 from .synthetic import PatientRecipe, object_refs
 from .synthetic.modules import with_file_meta
@@ -35,6 +41,9 @@ _BAD_CHARS = frozenset('/\\<>:"|?*')
 # changed "a/b" (-> "a_b_<hash>") and the literal ID "a_b_<hash>" would share a folder.
 _HASH_CHARS = 12
 _MANGLED_RE = re.compile(rf"_[0-9a-f]{{{_HASH_CHARS}}}$")
+# Temporary files of atomic writes: hidden, and never named like a DICOM file.
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+_PREAMBLE = b"\x00" * 128 + b"DICM"
 # Keeps `<name>_<hash>` well under the 255-byte limit of common file systems.
 _MAX_NAME_BYTES = 120
 
@@ -88,21 +97,29 @@ def archive_path(out: Path, patient_id: str, modality: str, sop_uid: str) -> Pat
 def write_part10(ds: Dataset, path: Path) -> None:
     """Write ``ds`` as a DICOM Part 10 file that is either absent or complete.
 
-    Readers (and a File Daemon's peers polling the folder) must never see a
-    half-written file, so the bytes go to a temporary file in the same folder,
-    are fsynced, and then atomically renamed over ``path``. ``ds`` gets its File
-    Meta Information replaced; missing folders are created.
+    ``ds`` gets its File Meta Information replaced (Explicit VR Little Endian).
     """
     with_file_meta(ds)
+    write_atomic(path, lambda fh: dcmwrite(fh, ds, enforce_file_format=True))
+
+
+def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """Create or replace ``path`` so that readers see the old file or the whole new one.
+
+    Readers (and a File Daemon's peers polling the folder) must never see a
+    half-written file, so the bytes go to a temporary file in the same folder,
+    are fsynced, and then atomically renamed over ``path``; a crash leaves at
+    most a hidden ``.*.tmp`` file. Missing folders are created.
+    """
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{path.name}.{secrets.token_hex(6)}.tmp"
+    tmp = folder / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
     # os.open with 0o666 honours the umask, unlike mkstemp's private 0o600.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            dcmwrite(fh, ds, enforce_file_format=True)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -111,6 +128,55 @@ def write_part10(ds: Dataset, path: Path) -> None:
             tmp.unlink()
         raise
     _fsync_folder(folder)
+
+
+class Received(StrEnum):
+    """What became of a received object."""
+
+    WRITTEN = "written"
+    IDENTICAL = "identical"  # a duplicate with the same bytes: the file is left alone
+    REPLACED = "replaced"  # a duplicate with other bytes: the new one wins
+
+
+def write_received(path: Path, body: bytes, sop_class: str, sop_uid: str,
+                   transfer_syntax: str, source_ae: str) -> Received:
+    """Store a received dataset as Part 10, its bytes and transfer syntax untouched.
+
+    The daemons never re-encode what they receive: the file is what the sender
+    sent, behind a File Meta header naming this implementation and the sender.
+    """
+    outcome = Received.WRITTEN
+    if path.exists():
+        try:
+            if part10_body(path.read_bytes()) == body:
+                return Received.IDENTICAL
+        except ValueError:
+            pass  # not a Part 10 file we can compare: replace it
+        outcome = Received.REPLACED
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
+    header = _PREAMBLE + encode_file_meta(meta)
+
+    def write(fh: BinaryIO) -> None:
+        fh.write(header)
+        fh.write(body)
+
+    write_atomic(path, write)
+    return outcome
+
+
+def part10_body(data: bytes) -> bytes:
+    """The dataset bytes of a Part 10 file: everything after the File Meta group."""
+    if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
+        raise ValueError("not a DICOM Part 10 file starting with a File Meta group length")
+    meta_length = int.from_bytes(data[140:144], "little")
+    return data[144 + meta_length:]
 
 
 def write_patient(recipe: PatientRecipe, out: Path,

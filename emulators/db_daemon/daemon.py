@@ -1,0 +1,244 @@
+"""The emulated DB Daemon: C-ECHO, C-FIND, C-MOVE (and opt-in C-GET) over an archive,
+plus a Storage SCP that imports into it, behind the real daemon's trust rules."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import cast
+
+from pydicom.dataset import Dataset
+from pydicom.filereader import read_file_meta_info
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.events import Event, EventHandlerType
+
+from client.site import Model, Site, TrustedAE
+from client.site_model import DEFAULT_CHARSET
+
+from ..archive import Archive, ArchiveError
+from ..archive.from_dataset import NotIndexable, dataset_rows
+from ..files import Received, archive_path, write_part10, write_received
+from ..service import Daemon, calling_ae, store_request
+from ..sop_classes import (
+    MODEL_OF_UID,
+    QUERY_RETRIEVE,
+    STORAGE,
+    VERIFICATION,
+    register_private_classes,
+)
+from ..synthetic.modules import with_file_meta
+from . import move
+from .export import encode_as, export_refusal
+from .move import MovePlan, MoveRefused, MovingAE, SubOperation, contexts_for
+from .query import QueryError, Root, find, move_matches
+
+_UNCOMPRESSED = frozenset({ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                           UID("1.2.840.10008.1.2.2")})
+_NATIVE = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
+UNABLE_TO_PROCESS = 0xC000
+C001 = 0xC001  # what real daemons answer for moves they cannot serve
+CANCELLED, PENDING = 0xFE00, 0xFF00
+
+
+def _status(code: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+def _root(model: Model) -> Root:
+    return Root.PATIENT if model.value.startswith("patient") else Root.STUDY
+
+
+class DBDaemon(Daemon):
+    """``with DBDaemon(site, archive) as dbd:`` serves ``archive`` until the block ends."""
+
+    name = "DB Daemon"
+    ae_class = MovingAE
+
+    def __init__(self, site: Site, archive: Archive, storage: Path | None = None) -> None:
+        service = site.db_daemon
+        super().__init__(service.ae_title, service.bind, service.port, site.db_trusted(),
+                         service.permit_trusted_only, service.max_associations,
+                         service.timeouts)
+        self.archive = archive
+        self.models = frozenset(service.models)
+        self.strict = service.strict_hierarchy
+        self.quirks = service.quirks
+        self._own_storage = storage is None and service.storage is None
+        self.storage = Path(storage or service.storage
+                            or tempfile.mkdtemp(prefix="dbdsim-dbd-storage-"))
+        move.install()
+        cast(MovingAE, self.ae).mover = self
+        register_private_classes()
+        self.ae.add_supported_context(VERIFICATION)
+        for model in sorted(self.models):
+            self.ae.add_supported_context(QUERY_RETRIEVE[model])
+        get_enabled = bool(self.models & {Model.STUDY_GET, Model.PATIENT_GET})
+        for uid in STORAGE.values():
+            # C-GET sends on the requester's association: accept its SCP role.
+            self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES,
+                                          scu_role=get_enabled or None,
+                                          scp_role=get_enabled or None)
+
+    def handlers(self) -> list[EventHandlerType]:
+        return [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_GET, self._on_get),
+                (evt.EVT_C_STORE, self._on_store)]
+
+    def on_stop(self) -> None:
+        if self._own_storage:
+            shutil.rmtree(self.storage, ignore_errors=True)
+
+    def _export_charset(self, ae_title: str) -> str:
+        entry = self.policy.entry(ae_title)
+        return entry.export_charset if entry is not None else DEFAULT_CHARSET
+
+    # -- C-FIND ---------------------------------------------------------------------------
+    def _on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        calling = calling_ae(event)
+        model = MODEL_OF_UID[str(event.request.AffectedSOPClassUID)]
+        try:
+            identifier = event.identifier
+            results = find(self.archive.index, identifier, _root(model), strict=self.strict,
+                           retrieve_ae=self.ae_title)
+        except QueryError as exc:
+            self.log.warning("C-FIND from %r refused with 0x%04X: %s", calling, exc.status, exc)
+            yield _status(exc.status, exc.comment), None
+            return
+        except Exception as exc:  # the peer's bytes: any decoding failure is a bad request
+            self.log.warning("C-FIND from %r: cannot decode the identifier: %s", calling, exc)
+            yield _status(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}"), None
+            return
+        charset = self._export_charset(calling)
+        count = 0
+        for ds in results:
+            if event.is_cancelled:
+                self.log.info("C-FIND from %r cancelled after %d matches", calling, count)
+                yield CANCELLED, None
+                return
+            ds.SpecificCharacterSet = charset
+            count += 1
+            yield PENDING, ds
+        self.log.info("C-FIND from %r at %s: %d matches", calling,
+                      identifier.get("QueryRetrieveLevel", "?"), count)
+
+    # -- C-MOVE (served by move.serve_move through MovingAE) ------------------------------
+    def plan_move(self, calling: str, destination: str, sop_class: str,
+                  identifier: Dataset) -> MovePlan:
+        entry = self.policy.destination(destination)
+        if entry is None:
+            raise MoveRefused(move.MOVE_DESTINATION_UNKNOWN,
+                              f"Move destination {destination!r} unknown (not trusted)")
+        model = MODEL_OF_UID[sop_class]
+        try:
+            matches = move_matches(self.archive.index, identifier, _root(model),
+                                   strict=self.strict)
+        except QueryError as exc:
+            raise MoveRefused(exc.status, exc.comment) from exc
+        plan = MovePlan(destination, entry.host, entry.port, [],
+                        dataset=lambda op: self.export(op.sop_uid, entry))
+        refused = set(self.quirks.c001_modalities)
+        if refused and any(m.modality in refused for m in matches):
+            self.log.warning("C-MOVE from %r touches %s: answering 0xC001 with no "
+                             "sub-operations (quirk)", calling, sorted(refused))
+            plan.zero_status = C001
+            return plan
+        fraction = self.quirks.partial_move_fraction
+        if fraction < 1.0 and len(matches) > 1:
+            kept = max(1, int(len(matches) * fraction))
+            self.log.warning("C-MOVE from %r: sending %d of %d instances and reporting "
+                             "success (quirk)", calling, kept, len(matches))
+            matches = matches[:kept]
+        plan.operations = [SubOperation(m.sop_uid, m.sop_class, self._syntaxes(m.sop_uid))
+                           for m in matches]
+        plan.contexts = contexts_for(plan)
+        self.log.info("C-MOVE from %r to %s at %s:%d: %d instances", calling, destination,
+                      entry.host, entry.port, len(matches))
+        return plan
+
+    def _syntaxes(self, sop_uid: str) -> tuple[str, ...]:
+        """Native objects go as either native syntax; compressed ones as stored."""
+        location = self.archive.index.locate(sop_uid)
+        if location is None or location.path is None:
+            return _NATIVE
+        try:
+            stored = read_file_meta_info(location.path).TransferSyntaxUID
+        except (OSError, AttributeError, ValueError):
+            return _NATIVE
+        return _NATIVE if stored in _UNCOMPRESSED else (str(stored),)
+
+    def export(self, sop_uid: str, destination: TrustedAE) -> Dataset:
+        """The dataset sent to ``destination``, or MoveRefused (a failed sub-operation)."""
+        try:
+            ds = self.archive.dataset(sop_uid)
+        except ArchiveError as exc:
+            raise MoveRefused(move.UNABLE_TO_PROCESS, str(exc)) from exc
+        refusal = export_refusal(ds, self.quirks)
+        if refusal is not None:
+            raise MoveRefused(move.UNABLE_TO_PROCESS, refusal)
+        if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
+            with_file_meta(ds)
+        return encode_as(ds, destination.export_charset)
+
+    # -- C-GET (opt-in: the real daemon has none) -----------------------------------------
+    def _on_get(self, event: Event,
+                ) -> Iterator[int | tuple[int | Dataset, Dataset | str | None]]:
+        calling = calling_ae(event)
+        model = MODEL_OF_UID[str(event.request.AffectedSOPClassUID)]
+        try:
+            matches = move_matches(self.archive.index, event.identifier, _root(model),
+                                   strict=self.strict)
+        except QueryError as exc:
+            yield 1
+            yield _status(exc.status, exc.comment), None
+            return
+        entry = self.policy.entry(calling) or TrustedAE(calling, "", 1)
+        yield len(matches)
+        for match in matches:
+            if event.is_cancelled:
+                yield CANCELLED, None
+                return
+            try:
+                yield PENDING, self.export(match.sop_uid, entry)
+            except MoveRefused as refusal:
+                self.log.warning("C-GET sub-operation for %s refused: %s", match.sop_uid,
+                                 refusal.comment)
+                # pynetdicom counts a pending result that is not a Dataset as failed.
+                yield PENDING, match.sop_uid
+
+    # -- C-STORE into the archive -------------------------------------------------------
+    def _on_store(self, event: Event) -> int | Dataset:
+        calling = calling_ae(event)
+        entry = self.policy.entry(calling)
+        _request, body = store_request(event)
+        try:
+            ds = event.dataset
+            modality = str(ds.get("Modality", "") or "OT")
+            path = archive_path(self.storage, str(ds.get("PatientID", "")), modality,
+                                str(ds.SOPInstanceUID))
+            if entry is not None and entry.charset_override:
+                ds.SpecificCharacterSet = entry.import_charset
+                ds.decode()  # read the text as the import set says, whatever it declared
+                write_part10(ds, path)
+                outcome = Received.WRITTEN
+            else:
+                outcome = write_received(path, body,
+                                         str(ds.SOPClassUID), str(ds.SOPInstanceUID),
+                                         str(event.context.transfer_syntax), calling)
+            patient, study, series, instance = dataset_rows(ds, str(path))
+            self.archive.index.add(patient, study, series, [instance])
+        except NotIndexable as exc:
+            self.log.warning("DB Daemon refuses an object from %r: %s", calling, exc)
+            return _status(UNABLE_TO_PROCESS, f"cannot import: {exc}")
+        except OSError as exc:
+            self.log.error("DB Daemon cannot store an object from %r: %s", calling, exc)
+            return _status(0xA700, f"cannot store: {exc.strerror or exc}")
+        except Exception as exc:  # the peer's bytes: any decoding failure is a bad object
+            self.log.warning("DB Daemon cannot read an object from %r: %s", calling, exc)
+            return _status(UNABLE_TO_PROCESS, f"cannot decode the dataset: {exc}")
+        self.log.info("DB Daemon imported %s from %r (%s)", path.name, calling, outcome.value)
+        return 0x0000

@@ -1,0 +1,39 @@
+"""What the DB Daemon does to an object on its way out: character set, and export refusals."""
+
+from __future__ import annotations
+
+from client.site import Quirks
+from pydicom.dataset import Dataset
+from pydicom.multival import MultiValue
+
+
+def charset_of(ds: Dataset) -> tuple[str, ...]:
+    """The Specific Character Set as a tuple of defined terms; () is the default repertoire."""
+    value = ds.get("SpecificCharacterSet")
+    if value is None or value == "":
+        return ()
+    if isinstance(value, MultiValue | list | tuple):
+        return tuple(str(v).strip() for v in value)
+    return (str(value).strip(),)
+
+
+def encode_as(ds: Dataset, charset: str) -> Dataset:
+    """Re-declare ``ds`` in ``charset``, as the real daemon encodes every export in the
+    trusted AE's export character set; values are decoded with the old set first.
+
+    A character the new set cannot hold is sent as ``?`` (pydicom warns), which is
+    what a site with a too-narrow export set sees.
+    """
+    if charset_of(ds) == (charset,):
+        return ds
+    ds.decode()  # every text value to str, in the character set it was written in
+    ds.SpecificCharacterSet = charset
+    return ds
+
+
+def export_refusal(ds: Dataset, quirks: Quirks) -> str | None:
+    """Why the daemon will not export ``ds`` (a failed sub-operation), or None."""
+    if quirks.refuse_plans_without_beams and ds.get("Modality") == "RTPLAN" \
+            and not ds.get("BeamSequence") and not ds.get("IonBeamSequence"):
+        return "RT Plan has an empty Beam Sequence; export refused"
+    return None

@@ -1,0 +1,102 @@
+"""The emulated File Daemon: a Storage SCP writing what it receives under `<output>/<id>/`.
+
+Files keep the bytes and transfer syntax the sender used (the dataset is never
+re-encoded), behind a File Meta header naming this daemon and the sender. Names
+come from the received data, so each component is made safe by
+:func:`emulators.files.archive_path`; nothing is written outside the output folder.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom.events import Event, EventHandlerType
+
+from client.site import Site
+
+from .files import Received, archive_path, safe_name, write_received
+from .service import Daemon, calling_ae, store_request
+from .sop_classes import STORAGE, VERIFICATION, register_private_classes
+
+# C-STORE statuses (PS3.4 B.2.3).
+SUCCESS = 0x0000
+OUT_OF_RESOURCES = 0xA700
+DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
+CANNOT_UNDERSTAND = 0xC000
+
+
+def _failure(status: int, comment: str) -> Dataset:
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
+class FileDaemon(Daemon):
+    """``with FileDaemon(site) as fd:`` serves until the block ends; ``fd.port`` is live."""
+
+    name = "File Daemon"
+
+    def __init__(self, site: Site, output: Path | None = None) -> None:
+        service = site.file_daemon
+        super().__init__(service.ae_title, service.bind, service.port, site.fd_trusted(),
+                         service.permit_trusted_only, service.max_associations,
+                         service.timeouts)
+        self.output = Path(output if output is not None else service.output)
+        self.patient_folders = service.patient_folders
+        self.stored = 0  # objects written (or found identical) since start
+        self._count_lock = threading.Lock()
+        register_private_classes()
+        for uid in STORAGE.values():
+            self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+        self.ae.add_supported_context(VERIFICATION)
+
+    def handlers(self) -> list[EventHandlerType]:
+        return [(evt.EVT_C_STORE, self._on_store)]
+
+    def path_for(self, patient_id: str, modality: str, sop_uid: str) -> Path:
+        """Where an object lands: ``<output>/<patient id>/<modality>.<uid>.dcm``."""
+        if self.patient_folders:
+            return archive_path(self.output, patient_id, modality, sop_uid)
+        return self.output / f"{safe_name(modality)}.{safe_name(sop_uid)}.dcm"
+
+    def _on_store(self, event: Event) -> int | Dataset:
+        request, body = store_request(event)
+        calling = calling_ae(event)
+        try:
+            ds = event.dataset
+            sop_uid = str(ds.SOPInstanceUID)
+            sop_class = str(ds.SOPClassUID)
+            patient_id = str(ds.get("PatientID", ""))
+            modality = str(ds.get("Modality", "") or "OT")
+        except Exception as exc:  # any decoding failure of peer data is the peer's fault
+            self.log.warning("File Daemon cannot read the dataset %s from %r: %s",
+                             request.AffectedSOPInstanceUID, calling, exc)
+            return _failure(CANNOT_UNDERSTAND, f"cannot decode the dataset: {exc}")
+        if sop_uid != str(request.AffectedSOPInstanceUID) \
+                or sop_class != str(request.AffectedSOPClassUID):
+            self.log.warning("File Daemon refuses %s from %r: the dataset says %s/%s",
+                             request.AffectedSOPInstanceUID, calling, sop_class, sop_uid)
+            return _failure(DATASET_DOES_NOT_MATCH_SOP_CLASS,
+                            "SOP Class/Instance UID differ from the C-STORE request")
+        path = self.path_for(patient_id, modality, sop_uid)
+        try:
+            outcome = write_received(path, body, sop_class, sop_uid,
+                                     str(event.context.transfer_syntax), calling)
+        except OSError as exc:
+            self.log.error("File Daemon cannot write %s: %s", path, exc)
+            status = OUT_OF_RESOURCES if exc.errno in (errno.ENOSPC, errno.EDQUOT) \
+                else CANNOT_UNDERSTAND
+            return _failure(status, f"cannot write the file: {exc.strerror or exc}")
+        if outcome is Received.REPLACED:
+            self.log.warning("File Daemon: %s received again from %r with other content; "
+                             "replaced %s", sop_uid, calling, path)
+        else:
+            self.log.info("File Daemon %s %s from %r", outcome.value, path, calling)
+        with self._count_lock:
+            self.stored += 1
+        return SUCCESS

@@ -1,0 +1,222 @@
+"""``dbdsim serve`` and ``dbdsim patients``: both daemons over one archive, from a site file."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from client.site import Site, SiteError, TrustedAE, load_site_or_default
+
+from .archive import Archive
+from .cli_common import (
+    MAX_PATIENTS,
+    CommandError,
+    SubParsers,
+    add_archive_options,
+    int_at_least,
+    synthetic_config,
+)
+from .db_daemon import DBDaemon
+from .file_daemon import FileDaemon
+from .service import DaemonError
+
+_TRUST_RE = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
+
+
+def parse_trust(text: str) -> TrustedAE:
+    """``AE@HOST:PORT`` as a trusted AE row (``--trust``)."""
+    match = _TRUST_RE.match(text)
+    if match is None or not 0 < int(match["port"]) < 65536 or not match["ae"].strip():
+        raise argparse.ArgumentTypeError(
+            f"expected AE@HOST:PORT with a 1-16 character AE title and a port 1-65535, "
+            f"got {text!r}")
+    return TrustedAE(match["ae"].strip(), match["host"], int(match["port"]))
+
+
+def with_free_ports(site: Site) -> Site:
+    """Replace daemon ports of 0 with free ones now, so the trust maps name real ports."""
+    db, fd = site.db_daemon, site.file_daemon
+    if db.port == 0:
+        db = dataclasses.replace(db, port=_free_port(db.bind))
+    if fd.port == 0:
+        fd = dataclasses.replace(fd, port=_free_port(fd.bind))
+    return dataclasses.replace(site, db_daemon=db, file_daemon=fd)
+
+
+def _free_port(bind: str) -> int:
+    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
+    with socket.socket(family) as sock:
+        sock.bind((bind, 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(site: Site, archive: Archive) -> Iterator[tuple[DBDaemon, FileDaemon]]:
+    """Both daemons running inside the block; stopped, threads joined, after it."""
+    with FileDaemon(site) as fd, DBDaemon(site, archive) as dbd:
+        yield dbd, fd
+
+
+def _site_from_args(args: argparse.Namespace) -> Site:
+    try:
+        site = load_site_or_default(args.site)
+    except SiteError as exc:
+        raise CommandError(str(exc)) from exc
+    db, fd = site.db_daemon, site.file_daemon
+    if args.db_port is not None:
+        db = dataclasses.replace(db, port=args.db_port)
+    if args.fd_port is not None:
+        fd = dataclasses.replace(fd, port=args.fd_port)
+    if args.fd_out is not None:
+        fd = dataclasses.replace(fd, output=args.fd_out)
+    site = with_free_ports(dataclasses.replace(site, db_daemon=db, file_daemon=fd))
+    for extra in args.trust:
+        site = site.with_trusted(extra)
+    return site
+
+
+def _archive_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> Archive:
+    if args.archive is not None:
+        if not args.archive.is_dir():
+            raise CommandError(f"--archive {args.archive}: not a folder")
+        archive, report = Archive.from_folder(args.archive)
+        for path, why in report.skipped:
+            print(f"skipped {path}: {why}", file=sys.stderr)
+        if not report.imported:
+            raise CommandError(f"--archive {args.archive}: no DICOM object could be imported")
+        return archive
+    if args.patients > MAX_PATIENTS:
+        parser.error(f"--patients: at most {MAX_PATIENTS} patients per seed")
+    return Archive.synthetic(synthetic_config(args, parser), args.patients)
+
+
+def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    site = _site_from_args(args)
+    archive = _archive_from_args(args, parser)
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with serving(site, archive) as (dbd, fd):
+            counts = archive.index.counts()
+            print(dbd.ready_line(), flush=True)
+            print(f"{fd.ready_line()}, writing to {fd.output}", flush=True)
+            print(f"archive: {counts.patients} patients, {counts.studies} studies, "
+                  f"{counts.series} series, {counts.instances} instances", flush=True)
+            while not stop.wait(0.5):
+                pass
+            print("stopping", flush=True)
+    except DaemonError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        archive.close()
+    return 0
+
+
+def _add_source_options(parser: argparse.ArgumentParser) -> None:
+    group = add_archive_options(parser, seed_default=0)
+    group.add_argument("--patients", type=int_at_least(1), default=10, metavar="N",
+                       help="number of synthetic patients (default: %(default)s)")
+    group.add_argument("--archive", type=Path, metavar="DIR",
+                       help="serve the DICOM files of DIR instead of a synthetic archive")
+
+
+def add_serve(commands: SubParsers[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "serve", help="run the DB Daemon and the File Daemon",
+        description="Start both daemons as the site file (or the embedded default) describes, "
+                    "over a seeded synthetic archive or an imported folder; stop with Ctrl-C "
+                    "or SIGTERM.")
+    parser.add_argument("--site", type=Path, metavar="SITE.toml",
+                        help="site file (default: the embedded default site)")
+    parser.add_argument("--db-port", type=int_at_least(0), metavar="PORT",
+                        help="DB Daemon port (0: any free port)")
+    parser.add_argument("--fd-port", type=int_at_least(0), metavar="PORT",
+                        help="File Daemon port (0: any free port)")
+    parser.add_argument("--fd-out", type=Path, metavar="DIR", help="File Daemon output folder")
+    parser.add_argument("--trust", type=parse_trust, action="append", default=[],
+                        metavar="AE@HOST:PORT",
+                        help="also trust this AE on both daemons (repeatable)")
+    _add_source_options(parser)
+    parser.set_defaults(run=_run_serve, command_parser=parser)
+
+
+# --- patients ------------------------------------------------------------------------
+
+_PLANS_SQL = """
+SELECT p.patient_id, p.patient_name, i.sop_uid, i.label, i.name, i.rt_date, i.approval,
+       (SELECT count(*) FROM instance d WHERE d.referenced_uid = i.sop_uid) AS doses
+FROM patient p
+LEFT JOIN study st ON st.patient_pk = p.pk
+LEFT JOIN series se ON se.study_pk = st.pk AND se.modality = 'RTPLAN'
+LEFT JOIN instance i ON i.series_pk = se.pk
+ORDER BY p.patient_id, i.rt_date, i.label, i.sop_uid
+"""
+
+
+def patient_plans(archive: Archive) -> list[dict[str, Any]]:
+    """Each patient with its plans (label, UID, approval, date, dose count)."""
+    patients: dict[str, dict[str, Any]] = {}
+    for row in archive.index.query(_PLANS_SQL):
+        entry = patients.setdefault(row["patient_id"], {
+            "patient_id": row["patient_id"], "name": row["patient_name"], "plans": []})
+        if row["sop_uid"] is not None:
+            entry["plans"].append({"label": row["label"], "name": row["name"],
+                                   "sop_instance_uid": row["sop_uid"], "date": row["rt_date"],
+                                   "approval": row["approval"], "doses": row["doses"]})
+    return list(patients.values())
+
+
+def _run_patients(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    archive = _archive_from_args(args, parser)
+    try:
+        rows = patient_plans(archive)
+    finally:
+        archive.close()
+    if args.json:
+        sys.stdout.write(json.dumps({"patients": rows}, indent=2, ensure_ascii=False) + "\n")
+        return 0
+    table = Table(title="Archive patients and plans", title_justify="left")
+    for header in ("Patient ID", "Name", "Plan label", "Approval", "Date", "Doses",
+                   "RT Plan SOP Instance UID"):
+        table.add_column(header, no_wrap=header in ("Patient ID", "RT Plan SOP Instance UID"))
+    for patient in rows:
+        plans = patient["plans"] or [{}]
+        for i, plan in enumerate(plans):
+            first = i == 0
+            table.add_row(escape(patient["patient_id"]) if first else "",
+                          escape(patient["name"]) if first else "",
+                          escape(plan.get("label") or "-"), plan.get("approval") or "-",
+                          plan.get("date") or "-", str(plan.get("doses", "-")),
+                          plan.get("sop_instance_uid", "-"), end_section=i == len(plans) - 1)
+    Console(highlight=False, width=None if sys.stdout.isatty() else 200).print(table)
+    return 0
+
+
+def add_patients(commands: SubParsers[argparse.ArgumentParser]) -> None:
+    parser = commands.add_parser(
+        "patients", help="list the archive's patients and their plans",
+        description="List what `dbdsim serve` with the same options would serve: each "
+                    "patient and its RT Plans (label, approval, date, doses, UID).")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _add_source_options(parser)
+    parser.set_defaults(run=_run_patients, command_parser=parser)

@@ -1,0 +1,37 @@
+"""Sites with free ports and the emulated daemons, for tests; DCMTK command helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+from pathlib import Path
+
+from peers import free_port
+
+from client.site import Site, TrustedAE, default_site
+from emulators.serve import with_free_ports
+
+LOOPBACK = "127.0.0.1"
+DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
+
+
+def make_site(tmp: Path, *, extra: tuple[TrustedAE, ...] = (), **db_options: object) -> Site:
+    """The default site on free ports, File Daemon writing to ``tmp/fd``; ``db_options``
+    replace fields of the DB Daemon's service (e.g. ``models=...``, ``quirks=...``)."""
+    site = default_site()
+    site = dataclasses.replace(
+        site,
+        db_daemon=dataclasses.replace(site.db_daemon, port=0, **db_options),  # type: ignore[arg-type]
+        file_daemon=dataclasses.replace(site.file_daemon, port=0, output=tmp / "fd"),
+        client=dataclasses.replace(site.client, port=free_port()))
+    site = with_free_ports(site)
+    for entry in extra:
+        site = site.with_trusted(entry)
+    return site
+
+
+def dcmtk(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """Run a DCMTK tool with TCP_NODELAY; its output (stdout+stderr) in ``.stdout``."""
+    return subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, env=DCMTK_ENV, timeout=timeout, check=False)
