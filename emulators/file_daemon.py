@@ -13,14 +13,14 @@ import threading
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
 
 from client.site import Site
 
 from .files import Received, archive_path, safe_name, write_received
 from .service import Daemon, calling_ae, store_request
-from .sop_classes import STORAGE, VERIFICATION, register_private_classes
+from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
 
 # C-STORE statuses (PS3.4 B.2.3).
 SUCCESS = 0x0000
@@ -52,7 +52,7 @@ class FileDaemon(Daemon):
         self._count_lock = threading.Lock()
         register_private_classes()
         for uid in STORAGE.values():
-            self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES)
+            self.ae.add_supported_context(uid, STORAGE_TRANSFER_SYNTAXES)
         self.ae.add_supported_context(VERIFICATION)
 
     def handlers(self) -> list[EventHandlerType]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from client.site import Model
-from pydicom.uid import UID
-from pynetdicom import register_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pynetdicom import ALL_TRANSFER_SYNTAXES, register_uid
 from pynetdicom.service_class import StorageServiceClass
+
+from client.site import Model
 
 # Varian's private treatment record class; a real archive may hand it out.
 LTARCHIVE_RT_TREATMENT_RECORD = UID("1.2.246.352.70.1.10")
@@ -45,6 +46,17 @@ QUERY_RETRIEVE: dict[Model, UID] = {
     Model.PATIENT_GET: UID("1.2.840.10008.5.1.4.1.2.1.3"),
 }
 MODEL_OF_UID: dict[str, Model] = {str(uid): model for model, uid in QUERY_RETRIEVE.items()}
+
+# Storage SCP transfer syntaxes, in the order an acceptor picks from what is proposed
+# (pynetdicom takes the first of *its* list the requestor offers). Explicit VR LE
+# first, as DCMTK's storescp does; Implicit VR LE last, since a sender offering it
+# besides another syntax nearly always holds the object in that other one.
+STORAGE_TRANSFER_SYNTAXES: list[str] = [
+    str(ExplicitVRLittleEndian),
+    *(str(ts) for ts in ALL_TRANSFER_SYNTAXES
+      if ts not in (ExplicitVRLittleEndian, ImplicitVRLittleEndian)),
+    str(ImplicitVRLittleEndian),
+]
 
 _registered = False
 

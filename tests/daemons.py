@@ -5,12 +5,18 @@ from __future__ import annotations
 import dataclasses
 import os
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from peers import free_port
 
 from client.site import Site, TrustedAE, default_site
-from emulators.serve import with_free_ports
+from emulators.archive import Archive
+from emulators.db_daemon import DBDaemon
+from emulators.file_daemon import FileDaemon
+from emulators.serve import serving, with_free_ports
+from emulators.synthetic import Profile, SyntheticConfig
 
 LOOPBACK = "127.0.0.1"
 DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
@@ -35,3 +41,19 @@ def dcmtk(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """Run a DCMTK tool with TCP_NODELAY; its output (stdout+stderr) in ``.stdout``."""
     return subprocess.run(list(argv), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, env=DCMTK_ENV, timeout=timeout, check=False)
+
+
+@contextmanager
+def running_daemons(tmp: Path, archive: Archive, *, extra: tuple[TrustedAE, ...] = (),
+                    **db_options: object) -> Iterator[tuple[Site, DBDaemon, FileDaemon]]:
+    """Both daemons on free ports over ``archive``; stopped (threads joined) after the block."""
+    site = make_site(tmp, extra=extra, **db_options)
+    with serving(site, archive) as (dbd, fd):
+        yield site, dbd, fd
+
+
+def small_archive(patients: int = 3, seed: int = 7, profile: Profile = Profile.MESSY,
+                  slices: int = 6, size: int = 32) -> Archive:
+    """A synthetic archive small enough to move in a test (index only; pixels on demand)."""
+    config = SyntheticConfig(seed=seed, profile=profile, slices=slices, rows=size, columns=size)
+    return Archive.synthetic(config, patients)

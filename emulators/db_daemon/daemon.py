@@ -12,7 +12,7 @@ from typing import cast
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pynetdicom import ALL_TRANSFER_SYNTAXES, evt
+from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
 
 from client.site import Model, Site, TrustedAE
@@ -26,6 +26,7 @@ from ..sop_classes import (
     MODEL_OF_UID,
     QUERY_RETRIEVE,
     STORAGE,
+    STORAGE_TRANSFER_SYNTAXES,
     VERIFICATION,
     register_private_classes,
 )
@@ -81,7 +82,7 @@ class DBDaemon(Daemon):
         get_enabled = bool(self.models & {Model.STUDY_GET, Model.PATIENT_GET})
         for uid in STORAGE.values():
             # C-GET sends on the requester's association: accept its SCP role.
-            self.ae.add_supported_context(uid, ALL_TRANSFER_SYNTAXES,
+            self.ae.add_supported_context(uid, STORAGE_TRANSFER_SYNTAXES,
                                           scu_role=get_enabled or None,
                                           scp_role=get_enabled or None)
 
