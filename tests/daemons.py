@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pydicom
 from peers import free_port
 
 from client.site import Site, TrustedAE, default_site
 from emulators.archive import Archive
 from emulators.db_daemon import DBDaemon
 from emulators.file_daemon import FileDaemon
+from emulators.files import part10_body
 from emulators.serve import serving, with_free_ports
 from emulators.synthetic import Profile, SyntheticConfig
 
@@ -57,3 +59,22 @@ def small_archive(patients: int = 3, seed: int = 7, profile: Profile = Profile.M
     """A synthetic archive small enough to move in a test (index only; pixels on demand)."""
     config = SyntheticConfig(seed=seed, profile=profile, slices=slices, rows=size, columns=size)
     return Archive.synthetic(config, patients)
+
+
+def assert_same_object(got: Path, want: Path) -> None:
+    """``got`` (moved by the DB Daemon) is the object ``want`` (written by the generator).
+
+    The dataset bytes are equal, pixel data included, unless the daemon re-encoded
+    the text in the destination's export character set (ISO_IR 192 by default):
+    then every element but Specific Character Set has the same value.
+    """
+    if part10_body(got.read_bytes()) == part10_body(want.read_bytes()):
+        return
+    a, b = pydicom.dcmread(got), pydicom.dcmread(want)
+    assert a.SpecificCharacterSet == "ISO_IR 192", f"{got}: bytes differ, charset unchanged"
+    assert b.get("SpecificCharacterSet") != "ISO_IR 192", f"{got}: bytes differ"
+    if "PixelData" in b:
+        assert a.PixelData == b.PixelData, f"{got}: pixel data differ"
+    for ds in (a, b):
+        del ds.SpecificCharacterSet
+    assert a == b, f"{got}: values differ after re-encoding"
