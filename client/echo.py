@@ -8,6 +8,7 @@ from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
 from .errors import AssociationFailed, AssociationRejected, DicomError
+from .tcp import NO_DELAY
 
 
 def echo(host: str, port: int, calling: str, called: str, timeout: float = 10.0) -> float:
@@ -17,7 +18,7 @@ def echo(host: str, port: int, calling: str, called: str, timeout: float = 10.0)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     peer = f"{called} at {host}:{port}"
     start = time.monotonic()
-    assoc = ae.associate(host, port, ae_title=called)
+    assoc = ae.associate(host, port, ae_title=called, evt_handlers=NO_DELAY)
     try:
         rsp = assoc.acceptor.primitive
         if assoc.is_rejected and rsp is not None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from client.site_model import (
     ALLOW_ALL,
+    DEFAULT_CHARSET,
     DEFAULT_MODELS,
     ClientConfig,
     DBDaemonService,
@@ -20,10 +21,11 @@ from client.site_model import (
     TrustedAE,
     default_site,
 )
-from client.site_toml import SiteError, load_site, parse_site
+from client.site_toml import SiteError, ae_title_problem, load_site, parse_site
 
 __all__ = [
     "ALLOW_ALL",
+    "DEFAULT_CHARSET",
     "DEFAULT_MODELS",
     "ClientConfig",
     "DBDaemonService",
@@ -34,6 +36,7 @@ __all__ = [
     "SiteError",
     "Timeouts",
     "TrustedAE",
+    "ae_title_problem",
     "default_site",
     "load_site",
     "load_site_or_default",

@@ -305,18 +305,26 @@ def _fraction(context: _Context, value: object, path: KeyPath) -> float:
                    lambda x: 0 < x <= 1)
 
 
-def _ae_title(context: _Context, value: object, path: KeyPath) -> str:
-    """PS3.5 AE VR: spaces around are padding, the rest must fit the daemons' wizard."""
-    title = _string(context, value, path).strip(" ")
-    problem = None
+def ae_title_problem(title: str) -> str | None:
+    """What makes ``title`` (spaces around it removed) no valid AE title, or None.
+
+    PS3.5 AE VR: spaces around are padding, the rest must fit the daemons' wizard.
+    Shared by every place a person types an AE title, so all refuse the same ones.
+    """
     if not title.isascii():
-        problem = "must be ASCII"
-    elif any(ord(char) < 32 or ord(char) == 127 for char in title):
-        problem = "must not contain control characters"
-    elif "\\" in title:
-        problem = "must not contain a backslash"
-    elif not 1 <= len(title) <= _AE_TITLE_MAX:
-        problem = f"must be 1 to {_AE_TITLE_MAX} characters, not counting spaces around it"
+        return "must be ASCII"
+    if any(ord(char) < 32 or ord(char) == 127 for char in title):
+        return "must not contain control characters"
+    if "\\" in title:
+        return "must not contain a backslash"
+    if not 1 <= len(title) <= _AE_TITLE_MAX:
+        return f"must be 1 to {_AE_TITLE_MAX} characters, not counting spaces around it"
+    return None
+
+
+def _ae_title(context: _Context, value: object, path: KeyPath) -> str:
+    title = _string(context, value, path).strip(" ")
+    problem = ae_title_problem(title)
     if problem is not None:
         raise context.error(path, f"{problem}, got {_show(value)}")
     return title

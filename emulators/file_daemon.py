@@ -18,6 +18,7 @@ from pynetdicom.events import Event, EventHandlerType
 
 from client.site import Site
 
+from .archive.from_dataset import text_value
 from .files import Received, archive_path, safe_name, write_received
 from .service import Daemon, calling_ae, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
@@ -71,8 +72,8 @@ class FileDaemon(Daemon):
             ds = event.dataset
             sop_uid = str(ds.SOPInstanceUID)
             sop_class = str(ds.SOPClassUID)
-            patient_id = str(ds.get("PatientID", ""))
-            modality = str(ds.get("Modality", "") or "OT")
+            patient_id = text_value(ds, "PatientID")
+            modality = text_value(ds, "Modality") or "OT"
         except Exception as exc:  # any decoding failure of peer data is the peer's fault
             self.log.warning("File Daemon cannot read the dataset %s from %r: %s",
                              request.AffectedSOPInstanceUID, calling, exc)

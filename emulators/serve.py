@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from client.site import Site, SiteError, TrustedAE, load_site_or_default
+from client.site import Site, SiteError, TrustedAE, ae_title_problem, load_site_or_default
 
 from .archive import Archive
 from .cli_common import (
@@ -34,17 +34,20 @@ from .db_daemon import DBDaemon
 from .file_daemon import FileDaemon
 from .service import DaemonError
 
-_TRUST_RE = re.compile(r"^(?P<ae>[^@]{1,16})@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
+_TRUST_RE = re.compile(r"^(?P<ae>[^@]+)@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 
 
 def parse_trust(text: str) -> TrustedAE:
-    """``AE@HOST:PORT`` as a trusted AE row (``--trust``)."""
+    """``AE@HOST:PORT`` as a trusted AE row (``--trust``), held to the site file's rules."""
     match = _TRUST_RE.match(text)
-    if match is None or not 0 < int(match["port"]) < 65536 or not match["ae"].strip():
+    if match is None or not 0 < int(match["port"]) < 65536:
         raise argparse.ArgumentTypeError(
-            f"expected AE@HOST:PORT with a 1-16 character AE title and a port 1-65535, "
-            f"got {text!r}")
-    return TrustedAE(match["ae"].strip(), match["host"], int(match["port"]))
+            f"expected AE@HOST:PORT with a port 1-65535, got {text!r}")
+    title = match["ae"].strip(" ")
+    problem = ae_title_problem(title)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(f"AE title in {text!r} {problem}")
+    return TrustedAE(title, match["host"], int(match["port"]))
 
 
 def with_free_ports(site: Site) -> Site:

@@ -21,6 +21,7 @@ from pynetdicom.pdu_primitives import A_ASSOCIATE
 from pynetdicom.transport import ThreadedAssociationServer
 
 from client.site import Timeouts, TrustedAE
+from client.tcp import NO_DELAY
 from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 from .trust import TrustPolicy, Verdict, log_verdict
@@ -80,7 +81,7 @@ class Daemon:
             if self._server is not None:
                 return self
             handlers: list[EventHandlerType] = [(evt.EVT_REQUESTED, self._on_requested),
-                                                *self.handlers()]
+                                                *NO_DELAY, *self.handlers()]
             try:
                 server = self.ae.start_server((self.bind, self.requested_port), block=False,
                                               evt_handlers=handlers)

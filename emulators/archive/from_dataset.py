@@ -14,9 +14,19 @@ class NotIndexable(ValueError):
     """A dataset the archive cannot hold (it lacks a key the index needs)."""
 
 
-def _text(ds: Dataset, keyword: str) -> str:
+def text_value(ds: Dataset, keyword: str) -> str:
+    """The value as DICOM writes it: several values joined by backslash, not a list's repr.
+
+    A patient ID ``a\\b`` arrives as two values; ``str()`` of those would give
+    ``['a', 'b']``, a different (and valid) ID, and the two would share a folder.
+    """
     value = ds.get(keyword)
-    return "" if value is None else str(value)
+    if value is None:
+        return ""
+    if isinstance(value, MultiValue | list | tuple):
+        return "\\".join(str(v) for v in value)
+    return str(value)
+
 
 
 def _int(ds: Dataset, keyword: str) -> int | None:
@@ -40,26 +50,29 @@ def _first(ds: Dataset, *path: str) -> str | None:
 
 
 def _frame_of_reference(ds: Dataset) -> str:
-    return (_text(ds, "FrameOfReferenceUID")
+    return (text_value(ds, "FrameOfReferenceUID")
             or _first(ds, "ReferencedFrameOfReferenceSequence", "FrameOfReferenceUID") or "")
 
 
 def _instance(ds: Dataset, path: str | None) -> InstanceRow:
-    sop, sop_class = _text(ds, "SOPInstanceUID"), _text(ds, "SOPClassUID")
+    def text(keyword: str) -> str:
+        return text_value(ds, keyword)
+
+    sop, sop_class = text("SOPInstanceUID"), text("SOPClassUID")
     number = _int(ds, "InstanceNumber")
-    modality = _text(ds, "Modality")
+    modality = text("Modality")
     if modality == "RTPLAN":
         return InstanceRow(
-            sop, sop_class, number, label=_text(ds, "RTPlanLabel"), name=_text(ds, "RTPlanName"),
-            rt_date=_text(ds, "RTPlanDate"), rt_time=_text(ds, "RTPlanTime"),
+            sop, sop_class, number, label=text("RTPlanLabel"), name=text("RTPlanName"),
+            rt_date=text("RTPlanDate"), rt_time=text("RTPlanTime"),
             approval=ds.get("ApprovalStatus"), path=path,
             referenced_uid=_first(ds, "ReferencedStructureSetSequence",
                                   "ReferencedSOPInstanceUID"))
     if modality == "RTSTRUCT":
         return InstanceRow(
-            sop, sop_class, number, label=_text(ds, "StructureSetLabel"),
-            name=_text(ds, "StructureSetName"), rt_date=_text(ds, "StructureSetDate"),
-            rt_time=_text(ds, "StructureSetTime"), approval=ds.get("ApprovalStatus"), path=path,
+            sop, sop_class, number, label=text("StructureSetLabel"),
+            name=text("StructureSetName"), rt_date=text("StructureSetDate"),
+            rt_time=text("StructureSetTime"), approval=ds.get("ApprovalStatus"), path=path,
             referenced_uid=_first(ds, "ReferencedFrameOfReferenceSequence",
                                   "RTReferencedStudySequence", "RTReferencedSeriesSequence",
                                   "SeriesInstanceUID"))
@@ -73,18 +86,17 @@ def _instance(ds: Dataset, path: str | None) -> InstanceRow:
 def dataset_rows(ds: Dataset, path: str | None = None,
                  ) -> tuple[PatientRow, StudyRow, SeriesRow, InstanceRow]:
     """The four rows one dataset contributes; :class:`NotIndexable` if keys are missing."""
-    missing = [k for k in REQUIRED if not _text(ds, k)]
+    def text(keyword: str) -> str:
+        return text_value(ds, keyword)
+
+    missing = [k for k in REQUIRED if not text(k)]
     if missing:
         raise NotIndexable("missing " + ", ".join(missing))
-    charset = ds.get("SpecificCharacterSet")
-    patient = PatientRow(_text(ds, "PatientID"), _text(ds, "PatientName"),
-                         _text(ds, "PatientBirthDate"), _text(ds, "PatientSex"),
-                         "\\".join(charset) if isinstance(charset, MultiValue)
-                         else str(charset or ""))
-    study = StudyRow(_text(ds, "StudyInstanceUID"), _text(ds, "StudyDate"),
-                     _text(ds, "StudyTime"), _text(ds, "AccessionNumber"), _text(ds, "StudyID"),
-                     _text(ds, "StudyDescription"), _text(ds, "ReferringPhysicianName"))
-    series = SeriesRow(_text(ds, "SeriesInstanceUID"), _text(ds, "Modality"),
-                       _int(ds, "SeriesNumber"), _text(ds, "SeriesDescription"),
-                       _frame_of_reference(ds))
+    patient = PatientRow(text("PatientID"), text("PatientName"), text("PatientBirthDate"),
+                         text("PatientSex"), text("SpecificCharacterSet"))
+    study = StudyRow(text("StudyInstanceUID"), text("StudyDate"), text("StudyTime"),
+                     text("AccessionNumber"), text("StudyID"), text("StudyDescription"),
+                     text("ReferringPhysicianName"))
+    series = SeriesRow(text("SeriesInstanceUID"), text("Modality"), _int(ds, "SeriesNumber"),
+                       text("SeriesDescription"), _frame_of_reference(ds))
     return patient, study, series, _instance(ds, path)

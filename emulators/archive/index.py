@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar
@@ -251,6 +251,12 @@ class ArchiveIndex:
                 " JOIN patient p ON p.pk = st.patient_pk WHERE i.sop_uid = ?",
                 (sop_uid,)).fetchone()
         return None if row is None else Location(*row)
+
+    def create_function(self, name: str, arity: int,
+                        function: Callable[..., str | bytes | int | float | None]) -> None:
+        """Register a deterministic SQL function (e.g. the C-FIND person-name matcher)."""
+        with self._lock:
+            self._db.create_function(name, arity, function, deterministic=True)
 
     def query(self, sql: str, params: Iterable[object] = ()) -> list[sqlite3.Row]:
         """Run a read-only SELECT over the schema above (the C-FIND engine's way in)."""

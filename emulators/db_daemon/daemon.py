@@ -15,11 +15,10 @@ from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
 
-from client.site import Model, Site, TrustedAE
-from client.site_model import DEFAULT_CHARSET
+from client.site import DEFAULT_CHARSET, Model, Site, TrustedAE
 
 from ..archive import Archive, ArchiveError
-from ..archive.from_dataset import NotIndexable, dataset_rows
+from ..archive.from_dataset import NotIndexable, dataset_rows, text_value
 from ..files import Received, archive_path, write_part10, write_received
 from ..service import Daemon, calling_ae, store_request
 from ..sop_classes import (
@@ -218,8 +217,8 @@ class DBDaemon(Daemon):
         _request, body = store_request(event)
         try:
             ds = event.dataset
-            modality = str(ds.get("Modality", "") or "OT")
-            path = archive_path(self.storage, str(ds.get("PatientID", "")), modality,
+            modality = text_value(ds, "Modality") or "OT"
+            path = archive_path(self.storage, text_value(ds, "PatientID"), modality,
                                 str(ds.SOPInstanceUID))
             if entry is not None and entry.charset_override:
                 ds.SpecificCharacterSet = entry.import_charset

@@ -24,6 +24,8 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 
+from client.tcp import NO_DELAY
+
 LOG = logging.getLogger("dbdsim.db_daemon")
 
 # C-MOVE statuses (PS3.4 C.4.2.1.5).
@@ -163,7 +165,7 @@ def _run_suboperations(service: ServiceClass, req: C_MOVE, out: _Responder, plan
     counts = _Counts(len(plan.operations))
     ae: AE = service.ae
     store = ae.associate(plan.host, plan.port, contexts=plan.contexts,
-                         ae_title=plan.destination)
+                         ae_title=plan.destination, evt_handlers=NO_DELAY)
     if not store.is_established:
         why = _association_failure(store)
         LOG.warning("C-MOVE from %r: cannot associate with %s at %s:%d: %s", calling,
