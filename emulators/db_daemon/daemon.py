@@ -31,7 +31,7 @@ from ..sop_classes import (
 )
 from ..synthetic.modules import with_file_meta
 from . import move
-from .export import encode_as, export_refusal
+from .export import encode_as, export_refusal, read_as
 from .move import MovePlan, MoveRefused, MovingAE, SubOperation, contexts_for
 from .query import QueryError, Root, find, move_matches
 
@@ -215,14 +215,15 @@ class DBDaemon(Daemon):
         calling = calling_ae(event)
         entry = self.policy.entry(calling)
         _request, body = store_request(event)
+        override = entry is not None and entry.charset_override
         try:
             ds = event.dataset
+            if entry is not None and override:  # before any text is read
+                read_as(ds, entry.import_charset)
             modality = text_value(ds, "Modality") or "OT"
             path = archive_path(self.storage, text_value(ds, "PatientID"), modality,
                                 str(ds.SOPInstanceUID))
-            if entry is not None and entry.charset_override:
-                ds.SpecificCharacterSet = entry.import_charset
-                ds.decode()  # read the text as the import set says, whatever it declared
+            if override:
                 write_part10(ds, path)
                 outcome = Received.WRITTEN
             else:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from client.site import Quirks
+from pydicom.charset import convert_encodings
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
+
+from client.site import Quirks
 
 
 def charset_of(ds: Dataset) -> tuple[str, ...]:
@@ -28,6 +30,19 @@ def encode_as(ds: Dataset, charset: str) -> Dataset:
         return ds
     ds.decode()  # every text value to str, in the character set it was written in
     ds.SpecificCharacterSet = charset
+    return ds
+
+
+def read_as(ds: Dataset, charset: str) -> Dataset:
+    """Decode ``ds``'s text as ``charset`` whatever its (0008,0005) says: the import
+    override, for senders that declare one character set and write another.
+
+    Only for a freshly decoded dataset whose elements are still raw bytes.
+    """
+    implicit, little = ds.original_encoding
+    ds.set_original_encoding(implicit, little, convert_encodings([charset]))
+    ds.SpecificCharacterSet = charset
+    ds.decode()
     return ds
 
 

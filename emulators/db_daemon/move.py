@@ -232,9 +232,9 @@ def _association_failure(assoc: Any) -> str:
     if assoc.is_rejected and rsp is not None:
         return (f"association rejected (result {rsp.result}, source {rsp.result_source}, "
                 f"reason {rsp.diagnostic})")
-    if assoc.is_aborted:
-        return "association aborted"
-    return "connection refused or timed out"
+    if rsp is None:  # pynetdicom reports a refused TCP connection as an abort, too
+        return "no association: connection refused, timed out or aborted"
+    return "association aborted"
 
 
 def contexts_for(plan: MovePlan) -> list[PresentationContext]:
