@@ -137,8 +137,7 @@ def run(slices: int, size: int, runs: int) -> list[dict[str, object]]:
             for name, make in sources.items():
                 archive = make()
                 with DBDaemon(site, archive) as dbd:
-                    port = dbd.port
-                    results[name] = _median(runs, lambda: _time_move(
+                    results[name] = _median(runs, lambda port=dbd.port: _time_move(
                         port, "VMSDBD1", keys, dest, len(files)))
                 archive.close()
     label = f"movescu, {slices}-slice {size}x{size} CT series -> storescp"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import logging
 import re
 import signal
 import socket
@@ -50,14 +51,36 @@ def parse_trust(text: str) -> TrustedAE:
     return TrustedAE(title, match["host"], int(match["port"]))
 
 
+def with_ports(site: Site, db_port: int | None = None, fd_port: int | None = None) -> Site:
+    """The site with its daemons moved to other ports (0: a free one, picked now).
+
+    Each daemon's written trusted map follows: a row naming the other daemon's AE
+    title at its old port now names the new port, so moves to the File Daemon
+    still reach it.
+    """
+    db, fd = site.db_daemon, site.file_daemon
+    new_db = db.port if db_port is None else db_port
+    new_fd = fd.port if fd_port is None else fd_port
+    new_db = _free_port(db.bind) if new_db == 0 else new_db
+    new_fd = _free_port(fd.bind) if new_fd == 0 else new_fd
+    db_map = _moved(db.trusted, fd.ae_title, fd.port, new_fd)
+    fd_map = _moved(fd.trusted, db.ae_title, db.port, new_db)
+    return dataclasses.replace(
+        site, db_daemon=dataclasses.replace(db, port=new_db, trusted=db_map),
+        file_daemon=dataclasses.replace(fd, port=new_fd, trusted=fd_map))
+
+
 def with_free_ports(site: Site) -> Site:
     """Replace daemon ports of 0 with free ones now, so the trust maps name real ports."""
-    db, fd = site.db_daemon, site.file_daemon
-    if db.port == 0:
-        db = dataclasses.replace(db, port=_free_port(db.bind))
-    if fd.port == 0:
-        fd = dataclasses.replace(fd, port=_free_port(fd.bind))
-    return dataclasses.replace(site, db_daemon=db, file_daemon=fd)
+    return with_ports(site)
+
+
+def _moved(trusted: tuple[TrustedAE, ...] | None, ae_title: str, old: int, new: int,
+           ) -> tuple[TrustedAE, ...] | None:
+    if trusted is None or old == new:
+        return trusted
+    return tuple(dataclasses.replace(t, port=new) if t.ae_title == ae_title and t.port == old
+                 else t for t in trusted)
 
 
 def _free_port(bind: str) -> int:
@@ -79,14 +102,10 @@ def _site_from_args(args: argparse.Namespace) -> Site:
         site = load_site_or_default(args.site)
     except SiteError as exc:
         raise CommandError(str(exc)) from exc
-    db, fd = site.db_daemon, site.file_daemon
-    if args.db_port is not None:
-        db = dataclasses.replace(db, port=args.db_port)
-    if args.fd_port is not None:
-        fd = dataclasses.replace(fd, port=args.fd_port)
     if args.fd_out is not None:
-        fd = dataclasses.replace(fd, output=args.fd_out)
-    site = with_free_ports(dataclasses.replace(site, db_daemon=db, file_daemon=fd))
+        site = dataclasses.replace(
+            site, file_daemon=dataclasses.replace(site.file_daemon, output=args.fd_out))
+    site = with_ports(site, args.db_port, args.fd_port)
     for extra in args.trust:
         site = site.with_trusted(extra)
     return site
@@ -107,7 +126,17 @@ def _archive_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
     return Archive.synthetic(synthetic_config(args, parser), args.patients)
 
 
+def configure_logging(level: str) -> None:
+    """Daemon decisions (trust, moves, writes) on stderr; pynetdicom's chatter only when
+    debugging, since it logs every PDU at INFO."""
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    logging.getLogger("pynetdicom").setLevel(
+        logging.DEBUG if level == "debug" else logging.WARNING)
+
+
 def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    configure_logging(args.log_level)
     site = _site_from_args(args)
     archive = _archive_from_args(args, parser)
     stop = threading.Event()
@@ -159,6 +188,11 @@ def add_serve(commands: SubParsers[argparse.ArgumentParser]) -> None:
     parser.add_argument("--trust", type=parse_trust, action="append", default=[],
                         metavar="AE@HOST:PORT",
                         help="also trust this AE on both daemons (repeatable)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
+                        default="info",
+                        help="what the daemons log on stderr: info shows every association "
+                             "decision, move and write; debug adds pynetdicom's PDUs "
+                             "(default: %(default)s)")
     _add_source_options(parser)
     parser.set_defaults(run=_run_serve, command_parser=parser)
 

@@ -290,3 +290,23 @@ def test_serve_rejects_a_bad_trust_option_as_a_usage_error(tmp_path: Path) -> No
                                    "--trust", "OTHER@host"))
     assert done.returncode == 2
     assert "--trust" in done.stderr and "AE@HOST:PORT" in done.stderr
+
+
+def test_port_overrides_carry_the_written_trusted_maps_along() -> None:
+    """--fd-port on a site whose DB Daemon map names VMSFD at 5679 moves that row too,
+    so moves still reach the File Daemon; other rows keep their ports."""
+    from client.site import parse_site
+    from emulators.serve import with_ports
+
+    site = parse_site(
+        '[[db_daemon.trusted]]\nae_title = "VMSFD"\nhost = "127.0.0.1"\nport = 5679\n'
+        '[[db_daemon.trusted]]\nae_title = "OTHER"\nhost = "127.0.0.1"\nport = 5679\n'
+        '[[file_daemon.trusted]]\nae_title = "VMSDBD1"\nhost = "127.0.0.1"\nport = 5678\n')
+    moved = with_ports(site, db_port=0, fd_port=6000)
+    assert moved.file_daemon.port == 6000
+    assert moved.db_daemon.port not in (0, 5678)
+    assert [(t.ae_title, t.port) for t in moved.db_trusted()] == [("VMSFD", 6000),
+                                                                  ("OTHER", 5679)]
+    assert [(t.ae_title, t.port) for t in moved.fd_trusted()] == [
+        ("VMSDBD1", moved.db_daemon.port)]
+    assert with_ports(site) == site

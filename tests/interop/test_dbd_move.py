@@ -257,3 +257,19 @@ def test_export_charset_follows_the_destination(archive: Archive, tmp_path: Path
     ds = pydicom.dcmread(path)
     assert ds.SpecificCharacterSet == "ISO_IR 100"
     assert str(ds.PatientName) == recipe.people.patient_name.pn
+
+
+def test_strict_hierarchy_refuses_a_series_move_without_its_study(
+        archive: Archive, tmp_path: Path, require_tool: Callable[[str], str]) -> None:
+    """With strict_hierarchy, SERIES needs StudyInstanceUID (0xA900); with it, it moves."""
+    require_tool("movescu")
+    ct = archive.recipe(0).cts[0]
+    with running_daemons(tmp_path, archive, strict_hierarchy=True) as (_site, dbd, fd):
+        result = dcmtk("movescu", "-S", "-d", "-aet", "DCMTK", "-aec", "VMSDBD1",
+                       "-aem", "VMSFD", "-k", "QueryRetrieveLevel=SERIES",
+                       "-k", f"SeriesInstanceUID={ct.series.uid}", "127.0.0.1", str(dbd.port))
+        assert _final_status(result.stdout) == 0xA900, result.stdout
+        assert not fd.output.exists() or not any(fd.output.rglob("*.dcm"))
+        movescu(dbd.port, "VMSFD", "SERIES", f"StudyInstanceUID={ct.study.uid}",
+                f"SeriesInstanceUID={ct.series.uid}")
+        assert len(list(fd.output.rglob("*.dcm"))) == len(ct.slice_uids)
