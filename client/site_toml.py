@@ -359,6 +359,12 @@ def _implementation_uid(context: _Context, value: object, path: KeyPath) -> str:
 
 def _charset(context: _Context, value: object, path: KeyPath) -> str:
     text = _string(context, value, path)
+    if text.startswith("ISO 2022"):
+        # A code extension is never a whole (0008,0005): it needs a default set before
+        # it ("\\ISO 2022 IR 87"), which one value here cannot say.
+        raise context.error(path, f"code extensions such as {_show(value)} cannot stand "
+                                  "alone; use a single-byte set (e.g. 'ISO_IR 100') or "
+                                  "'ISO_IR 192' (UTF-8)")
     if text not in _CHARSETS:
         raise context.error(path, "must be a DICOM Specific Character Set defined term such as "
                                   f"'ISO_IR 192' or 'ISO_IR 100', got {_show(value)}"

@@ -19,7 +19,7 @@ from pynetdicom.events import Event, EventHandlerType
 from client.site import Site
 
 from .archive.from_dataset import text_value
-from .files import Received, archive_path, safe_name, write_received
+from .files import TEMP_PREFIX, Received, archive_path, safe_name, write_received
 from .service import Daemon, calling_ae, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
 
@@ -50,7 +50,10 @@ class FileDaemon(Daemon):
         self.output = Path(output if output is not None else service.output)
         self.patient_folders = service.patient_folders
         self.stored = 0  # objects written (or found identical) since start
-        self._count_lock = threading.Lock()
+        self._lock = threading.Lock()  # guards ``stored`` and ``_files``
+        # Where each SOP Instance is, by its file-name form: one file per instance, even
+        # when it comes again under another patient ID or modality (another path).
+        self._files: dict[str, Path] = {}
         register_private_classes()
         for uid in STORAGE.values():
             self.ae.add_supported_context(uid, STORAGE_TRANSFER_SYNTAXES)
@@ -58,6 +61,14 @@ class FileDaemon(Daemon):
 
     def handlers(self) -> list[EventHandlerType]:
         return [(evt.EVT_C_STORE, self._on_store)]
+
+    def on_start(self) -> None:
+        """Learn what earlier runs left in the output folder."""
+        self._files = {}
+        if self.output.is_dir():
+            for path in self.output.rglob("*.dcm"):
+                if not path.name.startswith(TEMP_PREFIX) and path.name.count(".") >= 2:
+                    self._files[path.name[:-4].split(".", 1)[1]] = path
 
     def path_for(self, patient_id: str, modality: str, sop_uid: str) -> Path:
         """Where an object lands: ``<output>/<patient id>/<modality>.<uid>.dcm``."""
@@ -98,6 +109,13 @@ class FileDaemon(Daemon):
                              "replaced %s", sop_uid, calling, path)
         else:
             self.log.info("File Daemon %s %s from %r", outcome.value, path, calling)
-        with self._count_lock:
+        with self._lock:
             self.stored += 1
+            key = safe_name(sop_uid)
+            previous, self._files[key] = self._files.get(key), path
+            if previous is not None and previous != path:
+                self.log.warning("File Daemon: %s came before as %s (another patient ID or "
+                                 "modality); that file is replaced by %s", sop_uid,
+                                 previous, path)
+                previous.unlink(missing_ok=True)
         return SUCCESS

@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import dcmwrite
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from pynetdicom.dsutils import encode_file_meta
 
 from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -94,12 +94,15 @@ def archive_path(out: Path, patient_id: str, modality: str, sop_uid: str) -> Pat
     return out / safe_name(patient_id) / f"{safe_name(modality)}.{safe_name(sop_uid)}.dcm"
 
 
-def write_part10(ds: Dataset, path: Path) -> None:
+def write_part10(ds: Dataset, path: Path, transfer_syntax: str = ExplicitVRLittleEndian,
+                 ) -> None:
     """Write ``ds`` as a DICOM Part 10 file that is either absent or complete.
 
-    ``ds`` gets its File Meta Information replaced (Explicit VR Little Endian).
+    ``ds`` gets its File Meta Information replaced; ``transfer_syntax`` must be the one
+    its pixel data is in (an encapsulated image stays in its compressed syntax).
     """
     with_file_meta(ds)
+    ds.file_meta.TransferSyntaxUID = UID(transfer_syntax)
     write_atomic(path, lambda fh: dcmwrite(fh, ds, enforce_file_format=True))
 
 

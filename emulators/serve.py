@@ -8,7 +8,6 @@ import json
 import logging
 import re
 import signal
-import socket
 import sys
 import threading
 from collections.abc import Iterator
@@ -52,7 +51,7 @@ def parse_trust(text: str) -> TrustedAE:
 
 
 def with_ports(site: Site, db_port: int | None = None, fd_port: int | None = None) -> Site:
-    """The site with its daemons moved to other ports (0: a free one, picked now).
+    """The site with its daemons moved to other ports (0: any free one, at start).
 
     Each daemon's written trusted map follows: a row naming the other daemon's AE
     title at its old port now names the new port, so moves to the File Daemon
@@ -61,18 +60,11 @@ def with_ports(site: Site, db_port: int | None = None, fd_port: int | None = Non
     db, fd = site.db_daemon, site.file_daemon
     new_db = db.port if db_port is None else db_port
     new_fd = fd.port if fd_port is None else fd_port
-    new_db = _free_port(db.bind) if new_db == 0 else new_db
-    new_fd = _free_port(fd.bind) if new_fd == 0 else new_fd
     db_map = _moved(db.trusted, fd.ae_title, fd.port, new_fd)
     fd_map = _moved(fd.trusted, db.ae_title, db.port, new_db)
     return dataclasses.replace(
         site, db_daemon=dataclasses.replace(db, port=new_db, trusted=db_map),
         file_daemon=dataclasses.replace(fd, port=new_fd, trusted=fd_map))
-
-
-def with_free_ports(site: Site) -> Site:
-    """Replace daemon ports of 0 with free ones now, so the trust maps name real ports."""
-    return with_ports(site)
 
 
 def _moved(trusted: tuple[TrustedAE, ...] | None, ae_title: str, old: int, new: int,
@@ -83,17 +75,14 @@ def _moved(trusted: tuple[TrustedAE, ...] | None, ae_title: str, old: int, new: 
                  else t for t in trusted)
 
 
-def _free_port(bind: str) -> int:
-    family = socket.AF_INET6 if ":" in bind else socket.AF_INET
-    with socket.socket(family) as sock:
-        sock.bind((bind, 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def serving(site: Site, archive: Archive) -> Iterator[tuple[DBDaemon, FileDaemon]]:
-    """Both daemons running inside the block; stopped, threads joined, after it."""
-    with FileDaemon(site) as fd, DBDaemon(site, archive) as dbd:
+    """Both daemons running inside the block; stopped, threads joined, after it.
+
+    The File Daemon starts first: when its port is 0, the DB Daemon's map then names
+    the port it really got (no free port is guessed ahead, so none can be taken).
+    """
+    with FileDaemon(site) as fd, DBDaemon(with_ports(site, fd_port=fd.port), archive) as dbd:
         yield dbd, fd
 
 

@@ -61,8 +61,11 @@ class Daemon:
         """pynetdicom event handlers besides the trust check."""
         return []
 
+    def on_start(self) -> None:
+        """Acquire what the subclass needs while serving, before the server listens."""
+
     def on_stop(self) -> None:
-        """Release what the subclass holds, after the server has stopped."""
+        """Release what the subclass holds, after the server has stopped (or failed)."""
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
@@ -82,10 +85,12 @@ class Daemon:
                 return self
             handlers: list[EventHandlerType] = [(evt.EVT_REQUESTED, self._on_requested),
                                                 *NO_DELAY, *self.handlers()]
+            self.on_start()
             try:
                 server = self.ae.start_server((self.bind, self.requested_port), block=False,
                                               evt_handlers=handlers)
             except OSError as exc:
+                self.on_stop()
                 raise DaemonError(f"{self.name} {self.ae_title} cannot listen on "
                                   f"{self.bind}:{self.requested_port}: {exc.strerror or exc}") \
                     from exc

@@ -17,7 +17,7 @@ from emulators.archive import Archive
 from emulators.db_daemon import DBDaemon
 from emulators.file_daemon import FileDaemon
 from emulators.files import part10_body
-from emulators.serve import serving, with_free_ports
+from emulators.serve import serving
 from emulators.synthetic import Profile, SyntheticConfig
 
 LOOPBACK = "127.0.0.1"
@@ -25,15 +25,16 @@ DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def make_site(tmp: Path, *, extra: tuple[TrustedAE, ...] = (), **db_options: object) -> Site:
-    """The default site on free ports, File Daemon writing to ``tmp/fd``; ``db_options``
-    replace fields of the DB Daemon's service (e.g. ``models=...``, ``quirks=...``)."""
+    """The default site with both daemons on port 0 (a free port each, taken when they
+    start), File Daemon writing to ``tmp/fd``; ``db_options`` replace fields of the DB
+    Daemon's service (e.g. ``models=...``, ``quirks=...``). Start both with
+    :func:`running_daemons` (or ``serving``) so moves reach the File Daemon's real port."""
     site = default_site()
     site = dataclasses.replace(
         site,
         db_daemon=dataclasses.replace(site.db_daemon, port=0, **db_options),  # type: ignore[arg-type]
         file_daemon=dataclasses.replace(site.file_daemon, port=0, output=tmp / "fd"),
         client=dataclasses.replace(site.client, port=free_port()))
-    site = with_free_ports(site)
     for entry in extra:
         site = site.with_trusted(entry)
     return site

@@ -69,11 +69,12 @@ class DBDaemon(Daemon):
         self.models = frozenset(service.models)
         self.strict = service.strict_hierarchy
         self.quirks = service.quirks
-        self._own_storage = storage is None and service.storage is None
-        self.storage = Path(storage or service.storage
-                            or tempfile.mkdtemp(prefix="dbdsim-dbd-storage-"))
+        configured = storage or service.storage
+        self._own_storage = configured is None
+        # A temporary folder is made at start and removed at stop, never before or after.
+        self.storage = Path(configured) if configured is not None else Path()
         move.install()
-        cast(MovingAE, self.ae).mover = self
+        cast(MovingAE, self.ae).mover = cast(move.Mover, self)
         register_private_classes()
         self.ae.add_supported_context(VERIFICATION)
         for model in sorted(self.models):
@@ -86,12 +87,16 @@ class DBDaemon(Daemon):
                                           scp_role=get_enabled or None)
 
     def handlers(self) -> list[EventHandlerType]:
-        return [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_GET, self._on_get),
-                (evt.EVT_C_STORE, self._on_store)]
+        return [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_STORE, self._on_store)]
+
+    def on_start(self) -> None:
+        if self._own_storage:
+            self.storage = Path(tempfile.mkdtemp(prefix="dbdsim-dbd-storage-"))
 
     def on_stop(self) -> None:
-        if self._own_storage:
+        if self._own_storage and self.storage != Path():
             shutil.rmtree(self.storage, ignore_errors=True)
+            self.storage = Path()
 
     def _export_charset(self, ae_title: str) -> str:
         entry = self.policy.entry(ae_title)
@@ -126,38 +131,48 @@ class DBDaemon(Daemon):
         self.log.info("C-FIND from %r at %s: %d matches", calling,
                       identifier.get("QueryRetrieveLevel", "?"), count)
 
-    # -- C-MOVE (served by move.serve_move through MovingAE) ------------------------------
+    # -- C-MOVE and C-GET (served by move.serve_retrieve through MovingAE) -------------
     def plan_move(self, calling: str, destination: str, sop_class: str,
                   identifier: Dataset) -> MovePlan:
         entry = self.policy.destination(destination)
         if entry is None:
             raise MoveRefused(move.MOVE_DESTINATION_UNKNOWN,
                               f"Move destination {destination!r} unknown (not trusted)")
+        return self._plan(calling, entry, sop_class, identifier)
+
+    def plan_get(self, calling: str, sop_class: str, identifier: Dataset) -> MovePlan:
+        # Sent back on the caller's association, in its export set (an untrusted caller,
+        # let in with "permit trusted only" off, gets the default).
+        entry = self.policy.entry(calling) or TrustedAE(calling, "", 1)
+        return self._plan(calling, entry, sop_class, identifier)
+
+    def _plan(self, calling: str, entry: TrustedAE, sop_class: str,
+              identifier: Dataset) -> MovePlan:
         model = MODEL_OF_UID[sop_class]
         try:
             matches = move_matches(self.archive.index, identifier, _root(model),
                                    strict=self.strict)
         except QueryError as exc:
             raise MoveRefused(exc.status, exc.comment) from exc
-        plan = MovePlan(destination, entry.host, entry.port, [],
+        plan = MovePlan(entry.ae_title, entry.host, entry.port, [],
                         dataset=lambda op: self.export(op.sop_uid, entry))
         refused = set(self.quirks.c001_modalities)
         if refused and any(m.modality in refused for m in matches):
-            self.log.warning("C-MOVE from %r touches %s: answering 0xC001 with no "
+            self.log.warning("retrieve by %r touches %s: answering 0xC001 with no "
                              "sub-operations (quirk)", calling, sorted(refused))
             plan.zero_status = C001
             return plan
         fraction = self.quirks.partial_move_fraction
         if fraction < 1.0 and len(matches) > 1:
             kept = max(1, int(len(matches) * fraction))
-            self.log.warning("C-MOVE from %r: sending %d of %d instances and reporting "
+            self.log.warning("retrieve by %r: sending %d of %d instances and reporting "
                              "success (quirk)", calling, kept, len(matches))
             matches = matches[:kept]
         plan.operations = [SubOperation(m.sop_uid, m.sop_class, self._syntaxes(m.sop_uid))
                            for m in matches]
         plan.contexts = contexts_for(plan)
-        self.log.info("C-MOVE from %r to %s at %s:%d: %d instances", calling, destination,
-                      entry.host, entry.port, len(matches))
+        self.log.info("retrieve by %r for %s at %s:%d: %d instances", calling,
+                      entry.ae_title, entry.host, entry.port, len(matches))
         return plan
 
     def _syntaxes(self, sop_uid: str) -> tuple[str, ...]:
@@ -184,32 +199,6 @@ class DBDaemon(Daemon):
             with_file_meta(ds)
         return encode_as(ds, destination.export_charset)
 
-    # -- C-GET (opt-in: the real daemon has none) -----------------------------------------
-    def _on_get(self, event: Event,
-                ) -> Iterator[int | tuple[int | Dataset, Dataset | str | None]]:
-        calling = calling_ae(event)
-        model = MODEL_OF_UID[str(event.request.AffectedSOPClassUID)]
-        try:
-            matches = move_matches(self.archive.index, event.identifier, _root(model),
-                                   strict=self.strict)
-        except QueryError as exc:
-            yield 1
-            yield _status(exc.status, exc.comment), None
-            return
-        entry = self.policy.entry(calling) or TrustedAE(calling, "", 1)
-        yield len(matches)
-        for match in matches:
-            if event.is_cancelled:
-                yield CANCELLED, None
-                return
-            try:
-                yield PENDING, self.export(match.sop_uid, entry)
-            except MoveRefused as refusal:
-                self.log.warning("C-GET sub-operation for %s refused: %s", match.sop_uid,
-                                 refusal.comment)
-                # pynetdicom counts a pending result that is not a Dataset as failed.
-                yield PENDING, match.sop_uid
-
     # -- C-STORE into the archive -------------------------------------------------------
     def _on_store(self, event: Event) -> int | Dataset:
         calling = calling_ae(event)
@@ -223,8 +212,8 @@ class DBDaemon(Daemon):
             modality = text_value(ds, "Modality") or "OT"
             path = archive_path(self.storage, text_value(ds, "PatientID"), modality,
                                 str(ds.SOPInstanceUID))
-            if override:
-                write_part10(ds, path)
+            if override:  # re-encoded, in the syntax it came in (pixel data untouched)
+                write_part10(ds, path, str(event.context.transfer_syntax))
                 outcome = Received.WRITTEN
             else:
                 outcome = write_received(path, body,

@@ -19,7 +19,8 @@ from typing import Any, Protocol, cast
 import pynetdicom.association as _association
 from pydicom.dataset import Dataset
 from pynetdicom import AE
-from pynetdicom.dimse_primitives import C_MOVE
+from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
@@ -75,7 +76,10 @@ class MovePlan:
 class Mover(Protocol):
     def plan_move(self, calling: str, destination: str, sop_class: str,
                   identifier: Dataset) -> MovePlan:
-        """The sub-operations of a move, or MoveRefused."""
+        """The sub-operations of a C-MOVE, or MoveRefused."""
+
+    def plan_get(self, calling: str, sop_class: str, identifier: Dataset) -> MovePlan:
+        """The sub-operations of a C-GET (sent back to ``calling``), or MoveRefused."""
 
 
 class MovingAE(AE):
@@ -98,17 +102,21 @@ class _Counts:
         self.failed_uids.append(uid)
 
 
-class _Responder:
-    """Sends the C-MOVE responses of one request on its presentation context."""
+Retrieve = C_MOVE | C_GET
 
-    def __init__(self, service: ServiceClass, req: C_MOVE, context: PresentationContext) -> None:
+
+class _Responder:
+    """Sends the C-MOVE (or C-GET) responses of one request on its presentation context."""
+
+    def __init__(self, service: ServiceClass, req: Retrieve,
+                 context: PresentationContext) -> None:
         self.service, self.req = service, req
         self.cx_id = cast(int, context.context_id)
         self.ts = context.transfer_syntax[0]
 
     def send(self, status: int, counts: _Counts | None = None, comment: str | None = None,
              final: bool = True) -> None:
-        rsp = C_MOVE()
+        rsp = C_GET() if isinstance(self.req, C_GET) else C_MOVE()
         rsp.MessageIDBeingRespondedTo = self.req.MessageID
         rsp.AffectedSOPClassUID = self.req.AffectedSOPClassUID
         rsp.Status = status
@@ -133,85 +141,108 @@ class _Responder:
                       self.ts.is_little_endian, self.ts.is_deflated)
 
 
-def serve_move(service: ServiceClass, req: C_MOVE, context: PresentationContext,
-               mover: Mover) -> None:
-    """Serve one C-MOVE request end to end; every path ends in one final response."""
+def serve_retrieve(service: ServiceClass, req: Retrieve, context: PresentationContext,
+                   mover: Mover) -> None:
+    """Serve one C-MOVE or C-GET end to end; every path ends in one final response.
+
+    The peer's identifier is decoded lazily by pydicom, so a malformed element can
+    raise anywhere while planning: that is answered 0xC000, never an A-ABORT.
+    """
     out = _Responder(service, req, context)
     calling = str(service.assoc.requestor.ae_title).strip()
-    destination = str(req.MoveDestination or "").strip()
+    is_get = isinstance(req, C_GET)
+    destination = calling if is_get else str(cast(C_MOVE, req).MoveDestination or "").strip()
+    verb = "C-GET" if is_get else "C-MOVE"
+    sop_class = str(req.AffectedSOPClassUID)
     try:
-        try:
-            identifier = out.identifier()
-        except Exception as exc:  # the peer's bytes: any decoding failure is a bad request
-            raise MoveRefused(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}") \
-                from exc
-        plan = mover.plan_move(calling, destination, str(req.AffectedSOPClassUID), identifier)
+        identifier = out.identifier()
+        if is_get:
+            plan = mover.plan_get(calling, sop_class, identifier)
+        else:
+            plan = mover.plan_move(calling, destination, sop_class, identifier)
     except MoveRefused as refusal:
-        LOG.warning("C-MOVE from %r to %r refused with 0x%04X: %s", calling, destination,
+        LOG.warning("%s from %r to %r refused with 0x%04X: %s", verb, calling, destination,
                     refusal.status, refusal.comment)
         out.send(refusal.status, _Counts(0) if refusal.status >= 0xC000 else None,
                  refusal.comment)
         return
+    except Exception as exc:  # the peer's bytes, decoded late: a bad request, not a crash
+        LOG.warning("%s from %r: cannot process the identifier: %s", verb, calling, exc)
+        out.send(UNABLE_TO_PROCESS, _Counts(0), f"cannot process the identifier: {exc}")
+        return
     if not plan.operations:
-        LOG.info("C-MOVE from %r to %r: nothing to send (0x%04X)", calling, destination,
+        LOG.info("%s from %r to %r: nothing to send (0x%04X)", verb, calling, destination,
                  plan.zero_status)
         out.send(plan.zero_status, _Counts(0))
         return
-    _run_suboperations(service, req, out, plan, calling)
-
-
-def _run_suboperations(service: ServiceClass, req: C_MOVE, out: _Responder, plan: MovePlan,
-                       calling: str) -> None:
-    counts = _Counts(len(plan.operations))
-    ae: AE = service.ae
-    store = ae.associate(plan.host, plan.port, contexts=plan.contexts,
-                         ae_title=plan.destination, evt_handlers=NO_DELAY)
+    if is_get:
+        _run_suboperations(service, req, out, plan, calling, service.assoc)
+        return
+    store = service.ae.associate(plan.host, plan.port, contexts=plan.contexts,
+                                 ae_title=plan.destination, evt_handlers=NO_DELAY)
     if not store.is_established:
         why = _association_failure(store)
         LOG.warning("C-MOVE from %r: cannot associate with %s at %s:%d: %s", calling,
                     plan.destination, plan.host, plan.port, why)
+        counts = _Counts(len(plan.operations))
         for op in plan.operations:
             counts.fail(op.sop_uid)
         out.send(OUT_OF_RESOURCES_SUBOPS, counts,
                  f"cannot associate with {plan.destination}: {why}")
         return
     try:
-        for index, op in enumerate(plan.operations):
-            if service.is_cancelled(cast(int, req.MessageID)):
-                LOG.info("C-MOVE from %r cancelled after %d sub-operations", calling, index)
-                out.send(CANCELLED, counts)
-                return
-            if not service.assoc.is_established:
-                LOG.warning("C-MOVE from %r: the requesting association ended", calling)
-                return
-            if not store.is_established:
-                counts.fail(op.sop_uid)
-            else:
-                _store_one(store, req, op, plan, counts, calling, index)
-            out.send(PENDING, counts, final=False)
+        _run_suboperations(service, req, out, plan, calling, store)
     finally:
         if store.is_established:
             store.release()
+
+
+def _run_suboperations(service: ServiceClass, req: Retrieve, out: _Responder, plan: MovePlan,
+                       calling: str, store: Association) -> None:
+    """One C-STORE per instance on ``store`` (the destination's association for a
+    C-MOVE, the requester's own for a C-GET), a pending response after each."""
+    counts = _Counts(len(plan.operations))
+    originator = None if isinstance(req, C_GET) else calling
+    for index, op in enumerate(plan.operations):
+        if service.is_cancelled(cast(int, req.MessageID)):
+            LOG.info("retrieve from %r cancelled after %d sub-operations", calling, index)
+            out.send(CANCELLED, counts)
+            return
+        if not service.assoc.is_established:
+            LOG.warning("retrieve from %r: the requesting association ended", calling)
+            return
+        if not store.is_established:
+            counts.fail(op.sop_uid)
+        else:
+            _store_one(store, req, op, plan, counts, originator, index)
+        out.send(PENDING, counts, final=False)
     final = WARNING_FAILURES if counts.failed or counts.warning else SUCCESS
-    LOG.info("C-MOVE from %r to %s: %d completed, %d failed, %d warnings", calling,
+    LOG.info("retrieve from %r to %s: %d completed, %d failed, %d warnings", calling,
              plan.destination, counts.completed, counts.failed, counts.warning)
     out.send(final, counts)
 
 
-def _store_one(store: Any, req: C_MOVE, op: SubOperation, plan: MovePlan, counts: _Counts,
-               calling: str, index: int) -> None:
+def _store_one(store: Association, req: Retrieve, op: SubOperation, plan: MovePlan,
+               counts: _Counts, originator: str | None, index: int) -> None:
     try:
         ds = plan.dataset(op)
     except MoveRefused as refusal:
-        LOG.warning("C-MOVE sub-operation for %s refused: %s", op.sop_uid, refusal.comment)
+        LOG.warning("sub-operation for %s refused: %s", op.sop_uid, refusal.comment)
+        counts.fail(op.sop_uid)
+        return
+    except Exception:  # one unreadable object must not end the whole move
+        LOG.exception("sub-operation for %s: the object cannot be produced", op.sop_uid)
         counts.fail(op.sop_uid)
         return
     message_id = (cast(int, req.MessageID) + index) % _MAX_MESSAGE_ID + 1
     try:
-        status = store.send_c_store(ds, msg_id=message_id, originator_aet=calling,
-                                    originator_id=req.MessageID)
+        if originator is None:
+            status = store.send_c_store(ds, msg_id=message_id)
+        else:
+            status = store.send_c_store(ds, msg_id=message_id, originator_aet=originator,
+                                        originator_id=cast(int, req.MessageID))
     except (ValueError, AttributeError, RuntimeError) as exc:  # no context for this object
-        LOG.warning("C-MOVE sub-operation for %s not sent: %s", op.sop_uid, exc)
+        LOG.warning("sub-operation for %s not sent: %s", op.sop_uid, exc)
         counts.fail(op.sop_uid)
         return
     code = int(status.Status) if "Status" in status else None
@@ -222,8 +253,8 @@ def _store_one(store: Any, req: C_MOVE, op: SubOperation, plan: MovePlan, counts
         counts.remaining -= 1
         counts.warning += 1
     else:
-        LOG.warning("C-MOVE sub-operation for %s failed at %s: %s", op.sop_uid,
-                    plan.destination, "no response" if code is None else f"0x{code:04X}")
+        LOG.warning("sub-operation for %s failed at %s: %s", op.sop_uid, plan.destination,
+                    "no response" if code is None else f"0x{code:04X}")
         counts.fail(op.sop_uid)
 
 
@@ -249,12 +280,13 @@ def contexts_for(plan: MovePlan) -> list[PresentationContext]:
 
 
 class _MoveDispatchingService(QueryRetrieveServiceClass):
-    """pynetdicom's Q/R service, except C-MOVE on a MovingAE's associations."""
+    """pynetdicom's Q/R service, except C-MOVE and C-GET on a MovingAE's associations."""
 
     def SCP(self, req: Any, context: PresentationContext) -> None:
         mover = getattr(self.ae, "mover", None)
-        if isinstance(req, C_MOVE) and isinstance(self.ae, MovingAE) and mover is not None:
-            serve_move(self, req, context, mover)
+        if isinstance(req, C_MOVE | C_GET) and isinstance(self.ae, MovingAE) \
+                and mover is not None:
+            serve_retrieve(self, req, context, mover)
         else:
             super().SCP(req, context)
 
@@ -266,7 +298,7 @@ _original_lookup: Callable[[str], type[ServiceClass]] | None = None
 
 
 def install() -> None:
-    """Route C-MOVE on MovingAE associations to :func:`serve_move`; idempotent."""
+    """Route C-MOVE and C-GET on MovingAE associations to :func:`serve_retrieve`; idempotent."""
     global _original_lookup
     if _original_lookup is not None:
         return

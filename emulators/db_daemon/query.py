@@ -406,13 +406,14 @@ def _condition(keyword: str, values: Values, *, literal_unique: bool) -> Clause 
         return None
     if key.kind is Kind.MODALITIES:
         return _modalities(values)
-    if len(values) > 1:
-        if key.vr != "UI" and not key.unique:
-            raise _unprocessable(f"{keyword} takes one value",
-                                 f"{keyword} has {len(values)} values; only UIDs and unique "
-                                 "keys may be matched against a list.")
+    if len(values) > 1 and key.vr == "UI":
+        # List of UID matching (PS3.4 C.2.2.2.2), the only list matching there is.
         # One JSON parameter, whatever the list's length (SQLite caps bound parameters).
         return f"{key.sql} IN (SELECT value FROM json_each(?))", [json.dumps(values)]
+    if len(values) > 1:
+        # Any other key with a backslash is one value as the index stores it ("A\\B"
+        # joined), so that a multi-valued ID sent to the archive can be found again.
+        values = ("\\".join(values),)
     return _single(keyword, key.vr, key.sql, values[0],
                    literal=literal_unique and key.unique)
 

@@ -118,7 +118,7 @@ def test_accepted_values_are_normalised() -> None:
         '[db_daemon.quirks]\nc001_modalities = ["RTDOSE", "RTPLAN"]\npartial_move_fraction = 1\n'
         '[db_daemon.timeouts]\nnetwork = 2.5\n'
         '[[db_daemon.trusted]]\nae_title = "A"\nhost = "pc-12.hospital.local"\nport = 65535\n'
-        'implementation_uid = "1.2.840.10008.1.1"\nimport_charset = "ISO 2022 IR 87"\n'
+        'implementation_uid = "1.2.840.10008.1.1"\nimport_charset = "ISO_IR 101"\n'
         '[file_daemon]\nport = 0\nbind = "0.0.0.0"\n[client]\nport = 0\n')
     assert site.db_daemon.ae_title == "VMSDBD"
     assert site.db_daemon.bind == "::1"
@@ -128,7 +128,7 @@ def test_accepted_values_are_normalised() -> None:
     assert isinstance(site.db_daemon.quirks.partial_move_fraction, float)
     assert site.db_daemon.timeouts.network == 2.5
     assert site.db_daemon.trusted == (
-        TrustedAE("A", "pc-12.hospital.local", 65535, "1.2.840.10008.1.1", "ISO 2022 IR 87"),)
+        TrustedAE("A", "pc-12.hospital.local", 65535, "1.2.840.10008.1.1", "ISO_IR 101"),)
     assert site.db_daemon.trusted[0].implementation_uid != ALLOW_ALL
     assert (site.file_daemon.port, site.client.port) == (0, 0)
 
@@ -178,6 +178,8 @@ INVALID = [
      "must be true or false, got 'yes'"),
     ("[file_daemon]\npatient_folders = 1\n", "file_daemon.patient_folders", 2,
      "must be true or false, got 1"),
+    (TRUSTED_ROW + 'export_charset = "ISO 2022 IR 87"\n', "db_daemon.trusted[0].export_charset", 5,
+     "cannot stand alone"),
     (TRUSTED_ROW + "charset_override = 0\n", "db_daemon.trusted[0].charset_override", 5,
      "must be true or false"),
     ("[db_daemon.quirks]\nrefuse_plans_without_beams = []\n",

@@ -322,9 +322,21 @@ def test_uid_lists_match_any_listed_uid(index: ArchiveIndex) -> None:
     assert column(found, "StudyInstanceUID") == studies
 
 
-def test_lists_are_refused_for_other_keys(index: ArchiveIndex) -> None:
-    error = refused(C000, find, index, ident("SERIES", Modality=["CT", "RTPLAN"]), Root.STUDY)
-    assert "Modality" in error.comment
+def test_only_uids_take_lists(index: ArchiveIndex) -> None:
+    """A backslash elsewhere is one value (PS3.4 has list matching for UIDs only)."""
+    assert results(index, ident("SERIES", Modality=["CT", "RTPLAN"])) == []
+
+
+def test_a_multi_valued_patient_id_is_found_as_stored() -> None:
+    with ArchiveIndex() as index:
+        index.add(PatientRow("A\\B", "Two^Values", "", "", ""),
+                  StudyRow("1.2.9", "20200101", "", "", "", "", ""),
+                  SeriesRow("1.2.9.1", "CT", 1, "", ""),
+                  [InstanceRow("1.2.9.1.1", CTImageStorage, 1)])
+        found = results(index, ident("STUDY", PatientID=["A", "B"], StudyInstanceUID=""))
+        assert column(found, "StudyInstanceUID") == ["1.2.9"]
+        moved = move_matches(index, ident("PATIENT", PatientID=["A", "B"]), Root.PATIENT)
+        assert [m.sop_uid for m in moved] == ["1.2.9.1.1"]
 
 
 def test_integer_keys_match_numerically(index: ArchiveIndex) -> None:

@@ -208,10 +208,10 @@ def key_matches(keyword: str, value: str | list[str], record: Record, modalities
         if "*" in values:
             return True
         return any(single_matches("CS", v, m, literal=False) for v in values for m in modalities)
-    if len(values) > 1:
-        if vr != "UI" and keyword not in UNIQUE_KEYS:
-            raise Refused(0xC000)
+    if len(values) > 1 and vr == "UI":
         return record[keyword] in values
+    if len(values) > 1:  # not a list: one value with a backslash in it, as stored
+        values = ["\\".join(values)]
     literal = literal_unique and keyword in UNIQUE_KEYS
     return single_matches(vr, values[0], record[keyword], literal=literal)
 

@@ -19,7 +19,7 @@ from peers import free_port, running
 
 from client.site import Quirks, TrustedAE
 from emulators.archive import Archive
-from emulators.files import write_patient
+from emulators.files import part10_body, write_patient
 from emulators.synthetic import object_refs
 
 pytestmark = pytest.mark.interop
@@ -50,15 +50,21 @@ def _uids(sql: str, *params: object, archive: Archive) -> list[str]:
     return [row[0] for row in archive.index.query(sql, params)]
 
 
-def assert_same_objects(folder: Path, wanted: set[str], expected: dict[str, Path]) -> None:
-    """``folder`` (recursively) holds exactly ``wanted``, each equal to the generator's."""
+def assert_same_objects(folder: Path, wanted: set[str], expected: dict[str, Path], *,
+                        exact: bool = False) -> None:
+    """``folder`` (recursively) holds exactly ``wanted``, each equal to the generator's;
+    ``exact``: byte for byte after the File Meta, pixel data included."""
     arrived = {}
     for path in folder.rglob("*"):
         if path.is_file() and not path.name.startswith("."):
             arrived[str(pydicom.dcmread(path, stop_before_pixels=True).SOPInstanceUID)] = path
     assert set(arrived) == wanted
     for uid, path in arrived.items():
-        assert_same_object(path, expected[uid])
+        if exact:
+            got, want = path.read_bytes(), expected[uid].read_bytes()
+            assert part10_body(got) == part10_body(want), uid
+        else:
+            assert_same_object(path, expected[uid])
 
 
 def movescu(port: int, destination: str, level: str, *keys: str, model: str = "-S",
@@ -128,9 +134,13 @@ def test_lenient_identifiers_to_storescp(
     else:
         keys, level, model = [f"PatientID={recipe.patient_id}"], "PATIENT", "-P"
         wanted = {obj.sop_uid for obj in object_refs(recipe)}
+    # The destination takes this patient's own character set: nothing is re-encoded,
+    # so every byte must be the generator's (patient 1 is ISO_IR 100).
+    assert recipe.people.charset == "ISO_IR 100"
+    entry = dataclasses.replace(entry, export_charset=recipe.people.charset)
     with running_daemons(tmp_path, archive, extra=(entry,)) as (_site, dbd, _fd):
         movescu(dbd.port, "STORESCP", level, *keys, model=model)
-    assert_same_objects(folder, wanted, expected)
+    assert_same_objects(folder, wanted, expected, exact=True)
 
 
 def test_one_association_carries_several_moves(
