@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import shutil
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -37,7 +38,14 @@ from emulators.file_daemon import (
     OUT_OF_RESOURCES,
     FileDaemon,
 )
-from emulators.files import TEMP_PREFIX, TEMP_SUFFIX, archive_path, part10_body, safe_name
+from emulators.files import (
+    TEMP_PREFIX,
+    TEMP_SUFFIX,
+    archive_path,
+    part10_body,
+    safe_name,
+    write_patient,
+)
 from emulators.sop_classes import VERIFICATION
 from emulators.synthetic import PatientRecipe, SyntheticConfig, make_recipe, object_refs
 from emulators.synthetic.modules import with_file_meta
@@ -398,4 +406,85 @@ def test_an_unwritable_path_fails_the_store_and_the_daemon_keeps_serving(
     assert "cannot write" in str(status.get("ErrorComment", ""))
     assert (same, fresh) == (True, True)
     assert {p: p.read_bytes() for p in _files(output)} == before
+    assert _temp_files(output) == []
+
+
+# --- one file per SOP Instance UID, whatever patient ID or modality it comes under ---------
+
+def _replacements(caplog: pytest.LogCaptureFixture, uid: str) -> list[str]:
+    return [m for m in _records(caplog, logging.WARNING) if uid in m]
+
+
+def test_an_instance_sent_again_under_another_id_or_modality_leaves_only_the_last_file(
+        site: Site, recipe: PatientRecipe, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dbdsim.file_daemon")
+    ds = _build(recipe, "CT")
+    uid = str(ds.SOPInstanceUID)
+    sends = [("FIRST-ID", "CT"), ("SECOND-ID", "CT"), ("SECOND-ID", "MR")]
+    output = site.file_daemon.output
+    with FileDaemon(site) as fd, _associate(fd.port) as assoc:
+        previous: Path | None = None
+        for patient_id, modality in sends:
+            ds.PatientID, ds.Modality = patient_id, modality
+            caplog.clear()
+            assert int(_store(assoc, ds).Status) == 0, (patient_id, modality)
+            path = archive_path(output, patient_id, modality, uid)
+            assert _files(output) == {path}, (patient_id, modality)
+            assert part10_body(path.read_bytes()) == _wire_bytes(ds, ImplicitVRLittleEndian)
+            stored = pydicom.dcmread(path)
+            assert (stored.PatientID, stored.Modality) == (patient_id, modality)
+            warnings = _replacements(caplog, uid)
+            if previous is None:
+                assert warnings == []
+            else:
+                assert len(warnings) == 1, warnings
+                assert str(previous) in warnings[0] and str(path) in warnings[0], warnings
+                assert not previous.exists()
+            previous = path
+        assert fd.stored == len(sends)
+    assert _temp_files(output) == []
+
+
+def test_a_file_from_an_earlier_run_is_replaced_when_its_uid_comes_under_another_id(
+        tmp_path: Path, site: Site, recipe: PatientRecipe,
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dbdsim.file_daemon")
+    ds = _build(recipe, "CT")
+    uid = str(ds.SOPInstanceUID)
+    written = write_patient(recipe, tmp_path / "generated")
+    ct = archive_path(tmp_path / "generated", recipe.patient_id, "CT", uid)
+    plan = next(p for p in written if p.name.startswith("RTPLAN."))
+    assert ct in written
+    output = site.file_daemon.output
+    old, bystander = output / "OLDID" / ct.name, output / "OLDID" / plan.name
+    old.parent.mkdir(parents=True)
+    shutil.copyfile(ct, old)
+    shutil.copyfile(plan, bystander)
+    assert ds.PatientID == recipe.patient_id != "OLDID"
+    with FileDaemon(site) as fd, _associate(fd.port) as assoc:
+        assert int(_store(assoc, ds).Status) == 0
+        assert fd.stored == 1
+    path = archive_path(output, recipe.patient_id, "CT", uid)
+    assert _files(output) == {path, bystander}
+    assert part10_body(path.read_bytes()) == _wire_bytes(ds, ImplicitVRLittleEndian)
+    assert bystander.read_bytes() == plan.read_bytes()
+    warnings = _replacements(caplog, uid)
+    assert len(warnings) == 1, warnings
+    assert str(old) in warnings[0] and str(path) in warnings[0], warnings
+
+
+def test_the_same_object_sent_twice_leaves_one_file_and_counts_both(
+        site: Site, recipe: PatientRecipe, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="dbdsim.file_daemon")
+    ds = _build(recipe, "CT")
+    output = site.file_daemon.output
+    path = archive_path(output, recipe.patient_id, "CT", str(ds.SOPInstanceUID))
+    with FileDaemon(site) as fd:
+        for attempt in range(2):  # a new association each time, as a retried move does
+            with _associate(fd.port) as assoc:
+                assert int(_store(assoc, ds).Status) == 0, attempt
+            assert fd.stored == attempt + 1
+            assert _files(output) == {path}, attempt
+    assert part10_body(path.read_bytes()) == _wire_bytes(ds, ImplicitVRLittleEndian)
+    assert _records(caplog, logging.WARNING) == []
     assert _temp_files(output) == []

@@ -7,6 +7,7 @@ import argparse
 import io
 import json
 import queue
+import re
 import signal
 import socket
 import subprocess
@@ -19,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
+import pydicom
 import pytest
-from daemons import DCMTK_ENV, LOOPBACK, dcmtk
+from daemons import DCMTK_ENV, LOOPBACK, assert_same_object, dcmtk
 from peers import free_port
 
 from client.site import TrustedAE
@@ -302,11 +304,137 @@ def test_port_overrides_carry_the_written_trusted_maps_along() -> None:
         '[[db_daemon.trusted]]\nae_title = "VMSFD"\nhost = "127.0.0.1"\nport = 5679\n'
         '[[db_daemon.trusted]]\nae_title = "OTHER"\nhost = "127.0.0.1"\nport = 5679\n'
         '[[file_daemon.trusted]]\nae_title = "VMSDBD1"\nhost = "127.0.0.1"\nport = 5678\n')
-    moved = with_ports(site, db_port=0, fd_port=6000)
-    assert moved.file_daemon.port == 6000
-    assert moved.db_daemon.port not in (0, 5678)
+    moved = with_ports(site, db_port=7000, fd_port=6000)
+    assert (moved.db_daemon.port, moved.file_daemon.port) == (7000, 6000)
     assert [(t.ae_title, t.port) for t in moved.db_trusted()] == [("VMSFD", 6000),
                                                                   ("OTHER", 5679)]
-    assert [(t.ae_title, t.port) for t in moved.fd_trusted()] == [
-        ("VMSDBD1", moved.db_daemon.port)]
+    assert [(t.ae_title, t.port) for t in moved.fd_trusted()] == [("VMSDBD1", 7000)]
     assert with_ports(site) == site
+
+
+# --- serve on port 0: moves from the served archive land as `dbdsim generate` writes them ----
+
+_DB_READY = re.compile(rf"^DB Daemon {DB_AE} listening on {re.escape(LOOPBACK)}:(\d+)$")
+_FD_READY = re.compile(
+    rf"^File Daemon {FD_AE} listening on {re.escape(LOOPBACK)}:(\d+), writing to (.+)$")
+_ARCHIVE_LINE = re.compile(r"^archive: (\d+) patients, (\d+) studies, (\d+) series, "
+                           r"(\d+) instances$")
+SERVED_ARCHIVE = ["--seed", "5", "--profile", "messy", "--slices", "4", "--rows", "16",
+                  "--columns", "16"]
+
+
+@dataclass
+class ServedLive(Served):
+    """``dbdsim serve`` on ports it chose, as its ready lines name them."""
+
+    fd_out: Path = Path()
+    studies: int = 0
+    instances: int = 0
+
+
+@contextmanager
+def _serving_on_any_ports(fd_out: Path, *source: str) -> Iterator[ServedLive]:
+    """``dbdsim serve --db-port 0 --fd-port 0`` over ``source``, inside the block once the
+    ready lines and the archive line are out; the ports are parsed from the ready lines."""
+    argv = [sys.executable, "-m", "emulators.cli", "serve", "--db-port", "0", "--fd-port", "0",
+            "--fd-out", str(fd_out), *source]
+    with _process(argv) as run:
+        found: dict[str, re.Match[str]] = {}
+        deadline = time.monotonic() + READY_TIMEOUT
+        while len(found) < 3:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no ready lines after {READY_TIMEOUT} s: {run.output()}")
+            if not run.pumps[0].is_alive() and run.fresh.empty():
+                pytest.fail(f"serve closed stdout before its ready lines: {run.output()}")
+            try:
+                line = run.fresh.get(timeout=0.1).rstrip("\n")
+            except queue.Empty:
+                continue
+            for key, pattern in (("db", _DB_READY), ("fd", _FD_READY),
+                                 ("archive", _ARCHIVE_LINE)):
+                match = pattern.match(line)
+                if match is not None:
+                    assert key not in found, f"two {key} lines: {run.output()}"
+                    found[key] = match
+        db_port, fd_port = int(found["db"][1]), int(found["fd"][1])
+        assert 0 not in (db_port, fd_port), run.output()
+        assert db_port != fd_port, run.output()
+        assert Path(found["fd"][2]) == fd_out, run.output()
+        yield ServedLive(run, db_port, fd_port, fd_out=fd_out,
+                         studies=int(found["archive"][2]),
+                         instances=int(found["archive"][4]))
+
+
+def _study_uids(require_tool: Callable[[str], str], port: int, folder: Path) -> list[str]:
+    """Every study the DB Daemon finds at STUDY level for a universal PatientID."""
+    folder.mkdir()
+    done = dcmtk(require_tool("findscu"), "-S", "-X", "-od", str(folder), "-aet", "DCMTK",
+                 "-aec", DB_AE, "-k", "QueryRetrieveLevel=STUDY", "-k", "PatientID=",
+                 "-k", "StudyInstanceUID=", LOOPBACK, str(port))
+    assert done.returncode == 0, done.stdout
+    return sorted(str(pydicom.dcmread(path).StudyInstanceUID)
+                  for path in folder.glob("rsp*.dcm"))
+
+
+def _move_everything_to_the_file_daemon(require_tool: Callable[[str], str],
+                                        served: ServedLive, tmp: Path) -> None:
+    studies = _study_uids(require_tool, served.db_port, tmp / "found")
+    assert len(studies) == served.studies > 0, studies
+    assert len(set(studies)) == len(studies), studies
+    movescu = require_tool("movescu")
+    for study in studies:
+        done = dcmtk(movescu, "-S", "-aet", "DCMTK", "-aec", DB_AE, "-aem", FD_AE,
+                     "-k", "QueryRetrieveLevel=STUDY", "-k", f"StudyInstanceUID={study}",
+                     LOOPBACK, str(served.db_port))
+        assert done.returncode == 0, done.stdout
+        assert "Association Rejected" not in done.stdout, done.stdout
+
+
+def _stop_with_sigterm(run: Running) -> None:
+    run.proc.send_signal(signal.SIGTERM)
+    try:
+        status = run.proc.wait(timeout=STOP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"serve still running {STOP_TIMEOUT} s after SIGTERM: {run.output()}")
+    assert status == 0, run.output()
+    assert "Traceback" not in "".join(run.stderr), run.output()
+
+
+def _relative_files(folder: Path) -> set[Path]:
+    return {p.relative_to(folder) for p in folder.rglob("*") if p.is_file()}
+
+
+def _assert_same_tree(arrived: Path, generated: Path, instances: int) -> None:
+    """``arrived`` holds exactly the relative paths of ``generated``, each the same object."""
+    got, want = _relative_files(arrived), _relative_files(generated)
+    assert len(want) == instances, sorted(map(str, want))
+    assert got == want, (sorted(map(str, got - want)), sorted(map(str, want - got)))
+    for relative in sorted(want):
+        assert_same_object(arrived / relative, generated / relative)
+
+
+def _generate(out: Path, *argv: str) -> None:
+    done = _run_to_end([sys.executable, "-m", "emulators.cli", "generate", "--out", str(out),
+                        "--json", *argv])
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.interop
+def test_serve_on_port_0_moves_the_synthetic_archive_as_generate_writes_it(
+        tmp_path: Path, require_tool: Callable[[str], str]) -> None:
+    with _serving_on_any_ports(tmp_path / "fd", "--patients", "2", *SERVED_ARCHIVE) as served:
+        _move_everything_to_the_file_daemon(require_tool, served, tmp_path)
+        _stop_with_sigterm(served.run)
+    _generate(tmp_path / "generated", "--patients", "2", *SERVED_ARCHIVE)
+    _assert_same_tree(tmp_path / "fd", tmp_path / "generated", served.instances)
+
+
+@pytest.mark.interop
+def test_serve_of_a_generated_folder_moves_it_back_as_written(
+        tmp_path: Path, require_tool: Callable[[str], str]) -> None:
+    generated = tmp_path / "generated"
+    _generate(generated, "--patients", "1", *SERVED_ARCHIVE)
+    with _serving_on_any_ports(tmp_path / "fd", "--archive", str(generated)) as served:
+        _move_everything_to_the_file_daemon(require_tool, served, tmp_path)
+        _stop_with_sigterm(served.run)
+    _assert_same_tree(tmp_path / "fd", generated, served.instances)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,10 +14,12 @@ from pathlib import Path
 import pytest
 from daemons import dcmtk, make_site, running_daemons, small_archive
 from peers import free_port
+from pynetdicom import AE
 
 from client.site import TrustedAE
 from emulators.archive import Archive
 from emulators.file_daemon import FileDaemon
+from emulators.sop_classes import VERIFICATION
 
 pytestmark = pytest.mark.interop
 
@@ -189,3 +192,59 @@ def test_move_to_unreachable_destination_fails_every_suboperation(
         assert "DEADEND" in error_comment(done.stdout)
         assert not any(fd.output.rglob("*.dcm"))
         assert_serving(require_tool, dbd.port, "VMSDBD1")
+
+
+# --- the implementation class UID filter ---------------------------------------------------
+
+def dcmtk_implementation_uid(tool: Tool) -> str:
+    """The Implementation Class UID echoscu sends, as ``echoscu -d`` prints it (DCMTK 3.6.7:
+    1.2.276.0.7230010.3.0.3.6.7); asked of a port nobody listens on."""
+    done = dcmtk(tool("echoscu"), "-d", "-to", "5", "127.0.0.1", str(free_port()))
+    match = re.search(r"Our Implementation Class UID: *(\S+)", done.stdout)
+    assert match is not None, done.stdout
+    return match.group(1)
+
+
+@pytest.mark.parametrize("called", DAEMONS)
+def test_implementation_uid_filter(called: str, tmp_path: Path, archive: Archive,
+                                   require_tool: Tool) -> None:
+    """A trusted row requiring another implementation class UID rejects DCMTK (1, 1, 3);
+    requiring DCMTK's own admits it."""
+    ours = dcmtk_implementation_uid(require_tool)
+    other = TrustedAE("DCMTK", "127.0.0.1", 5680, implementation_uid="1.2.3.4")
+    with daemon(called, tmp_path / "other", archive, trusted=(other, PROBE)) as port:
+        assert_rejected(echo(require_tool, port, "DCMTK", called), *CALLING_REJECTED)
+        assert_serving(require_tool, port, called, calling=PROBE.ae_title)
+    own = dataclasses.replace(other, implementation_uid=ours)
+    with daemon(called, tmp_path / "own", archive, trusted=(own, PROBE)) as port:
+        assert_serving(require_tool, port, called)
+        assert_serving(require_tool, port, called, calling=PROBE.ae_title)
+
+
+# --- the association limit -------------------------------------------------------------------
+
+def test_max_associations_rejects_transiently_until_one_is_released(
+        tmp_path: Path, archive: Archive, require_tool: Tool) -> None:
+    """With max_associations=1 and one association held, echoscu gets A-ASSOCIATE-RJ
+    (2, 3, 2): rejected-transient, local limit exceeded; once released, it echoes."""
+    ae = AE(ae_title="DCMTK")
+    ae.add_requested_context(VERIFICATION)
+    try:
+        with running_daemons(tmp_path, archive, max_associations=1) as (_site, dbd, _fd):
+            held = ae.associate("127.0.0.1", dbd.port, ae_title="VMSDBD1")
+            try:
+                assert held.is_established
+                assert_rejected(echo(require_tool, dbd.port, "DCMTK", "VMSDBD1"),
+                                "Association Rejected", "Result: Rejected Transient",
+                                "Reason: Local Limit Exceeded")
+                assert int(held.send_c_echo().Status) == 0  # the held one still works
+            finally:
+                held.release()
+            assert not held.is_established
+            deadline = time.monotonic() + 2.0
+            while dbd.ae.active_associations and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert dbd.ae.active_associations == []
+            assert_serving(require_tool, dbd.port, "VMSDBD1")
+    finally:
+        ae.shutdown()
