@@ -91,8 +91,12 @@ def _process(argv: list[str]) -> Iterator[Running]:
     try:
         yield run
     finally:
-        if proc.poll() is None:
-            proc.kill()
+        if proc.poll() is None:  # SIGTERM first: serve cleans up (its temporary storage)
+            proc.terminate()
+            try:
+                proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         proc.wait(timeout=STOP_TIMEOUT)
         for pump in run.pumps:
             pump.join(STOP_TIMEOUT)
