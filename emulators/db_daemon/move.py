@@ -1,11 +1,13 @@
-"""The DB Daemon's C-MOVE SCP: sub-operations, counts and final statuses as PS3.4 C.4.2 says.
+"""The DB Daemon's C-MOVE (and C-GET) SCP: sub-operations, counts and final statuses as
+PS3.4 C.4.2 / C.4.3 say.
 
 pynetdicom's own C-MOVE SCP cannot answer an unknown destination with an Error
 Comment, nor 0xA702 when the destination cannot be reached, nor 0xC001 with
-zero sub-operations; the real daemon's behaviours need all three. So the daemon
-serves C-MOVE itself: :func:`install` makes pynetdicom hand C-MOVE requests on
-associations of a :class:`MovingAE` to its ``mover``; every other AE in the
-process keeps pynetdicom's service unchanged.
+zero sub-operations; the real daemon's behaviours need all three, and its C-GET
+SCP miscounts failed sub-operations. So the daemon serves both itself:
+:func:`install` makes pynetdicom hand C-MOVE and C-GET requests on associations of
+a :class:`MovingAE` to its ``mover``; every other AE in the process keeps
+pynetdicom's services unchanged.
 """
 
 from __future__ import annotations
@@ -36,14 +38,14 @@ CANCELLED = 0xFE00
 WARNING_FAILURES = 0xB000
 MOVE_DESTINATION_UNKNOWN = 0xA801
 OUT_OF_RESOURCES_SUBOPS = 0xA702
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
 UNABLE_TO_PROCESS = 0xC000
 _STORE_WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
 _MAX_MESSAGE_ID = 0xFFFF
 
 
 class MoveRefused(Exception):
-    """A C-MOVE answered with one final failure status and no sub-operations."""
+    """A retrieve answered with one final failure status and no sub-operations, or,
+    raised while producing one object, that object's failed sub-operation."""
 
     def __init__(self, status: int, comment: str) -> None:
         super().__init__(comment)
@@ -83,7 +85,7 @@ class Mover(Protocol):
 
 
 class MovingAE(AE):
-    """An AE whose C-MOVE requests are served by ``mover`` (see :func:`install`)."""
+    """An AE whose C-MOVE and C-GET requests are served by ``mover`` (see :func:`install`)."""
 
     mover: Mover | None = None
 
@@ -176,7 +178,9 @@ def serve_retrieve(service: ServiceClass, req: Retrieve, context: PresentationCo
         out.send(plan.zero_status, _Counts(0))
         return
     if is_get:
-        _run_suboperations(service, req, out, plan, calling, service.assoc)
+        final = _run_suboperations(service, req, out, plan, calling, service.assoc)
+        if final is not None:
+            out.send(*final)
         return
     store = service.ae.associate(plan.host, plan.port, contexts=plan.contexts,
                                  ae_title=plan.destination, evt_handlers=NO_DELAY)
@@ -191,26 +195,30 @@ def serve_retrieve(service: ServiceClass, req: Retrieve, context: PresentationCo
                  f"cannot associate with {plan.destination}: {why}")
         return
     try:
-        _run_suboperations(service, req, out, plan, calling, store)
+        final = _run_suboperations(service, req, out, plan, calling, store)
     finally:
         if store.is_established:
-            store.release()
+            store.release()  # before the final response, as dcmqrscp does
+    if final is not None:
+        out.send(*final)
 
 
 def _run_suboperations(service: ServiceClass, req: Retrieve, out: _Responder, plan: MovePlan,
-                       calling: str, store: Association) -> None:
+                       calling: str, store: Association) -> tuple[int, _Counts] | None:
     """One C-STORE per instance on ``store`` (the destination's association for a
-    C-MOVE, the requester's own for a C-GET), a pending response after each."""
+    C-MOVE, the requester's own for a C-GET), a pending response after each.
+
+    Returns the final status and counts to send, or None when nobody is left to tell.
+    """
     counts = _Counts(len(plan.operations))
     originator = None if isinstance(req, C_GET) else calling
     for index, op in enumerate(plan.operations):
         if service.is_cancelled(cast(int, req.MessageID)):
             LOG.info("retrieve from %r cancelled after %d sub-operations", calling, index)
-            out.send(CANCELLED, counts)
-            return
+            return CANCELLED, counts
         if not service.assoc.is_established:
             LOG.warning("retrieve from %r: the requesting association ended", calling)
-            return
+            return None
         if not store.is_established:
             counts.fail(op.sop_uid)
         else:
@@ -219,7 +227,7 @@ def _run_suboperations(service: ServiceClass, req: Retrieve, out: _Responder, pl
     final = WARNING_FAILURES if counts.failed or counts.warning else SUCCESS
     LOG.info("retrieve from %r to %s: %d completed, %d failed, %d warnings", calling,
              plan.destination, counts.completed, counts.failed, counts.warning)
-    out.send(final, counts)
+    return final, counts
 
 
 def _store_one(store: Association, req: Retrieve, op: SubOperation, plan: MovePlan,
