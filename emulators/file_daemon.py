@@ -20,7 +20,7 @@ from client.site import Site
 
 from .archive.from_dataset import text_value
 from .files import TEMP_PREFIX, Received, archive_path, safe_name, write_received
-from .service import Daemon, calling_ae, store_request
+from .service import Daemon, calling_ae, failure, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
 
 # C-STORE statuses (PS3.4 B.2.3).
@@ -28,13 +28,6 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
-
-
-def _failure(status: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds
 
 
 class FileDaemon(Daemon):
@@ -88,12 +81,12 @@ class FileDaemon(Daemon):
         except Exception as exc:  # any decoding failure of peer data is the peer's fault
             self.log.warning("File Daemon cannot read the dataset %s from %r: %s",
                              request.AffectedSOPInstanceUID, calling, exc)
-            return _failure(CANNOT_UNDERSTAND, f"cannot decode the dataset: {exc}")
+            return failure(CANNOT_UNDERSTAND, f"cannot decode the dataset: {exc}")
         if sop_uid != str(request.AffectedSOPInstanceUID) \
                 or sop_class != str(request.AffectedSOPClassUID):
             self.log.warning("File Daemon refuses %s from %r: the dataset says %s/%s",
                              request.AffectedSOPInstanceUID, calling, sop_class, sop_uid)
-            return _failure(DATASET_DOES_NOT_MATCH_SOP_CLASS,
+            return failure(DATASET_DOES_NOT_MATCH_SOP_CLASS,
                             "SOP Class/Instance UID differ from the C-STORE request")
         path = self.path_for(patient_id, modality, sop_uid)
         try:
@@ -103,7 +96,7 @@ class FileDaemon(Daemon):
             self.log.error("File Daemon cannot write %s: %s", path, exc)
             status = OUT_OF_RESOURCES if exc.errno in (errno.ENOSPC, errno.EDQUOT) \
                 else CANNOT_UNDERSTAND
-            return _failure(status, f"cannot write the file: {exc.strerror or exc}")
+            return failure(status, f"cannot write the file: {exc.strerror or exc}")
         if outcome is Received.REPLACED:
             self.log.warning("File Daemon: %s received again from %r with other content; "
                              "replaced %s", sop_uid, calling, path)

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from io import BytesIO
 from typing import Self, cast
 
+from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
@@ -24,7 +25,7 @@ from client.site import Timeouts, TrustedAE
 from client.tcp import NO_DELAY
 from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
-from .trust import TrustPolicy, Verdict, log_verdict
+from .trust import TrustPolicy, log_verdict
 
 _STOP_GRACE = 10.0  # seconds to wait for association threads after an abort
 
@@ -136,10 +137,6 @@ class Daemon:
             assoc.acse.send_reject(*verdict.rejection)
             assoc.kill()
 
-    def verdict_for(self, calling: str, address: str) -> Verdict:
-        """The decision for an already accepted caller (e.g. its trusted row)."""
-        return self.policy.judge(calling, self.ae_title, address, None)
-
 
 def store_request(event: Event) -> tuple[C_STORE, bytes]:
     """The C-STORE request of ``event`` and its dataset, still encoded as the peer sent it."""
@@ -149,3 +146,11 @@ def store_request(event: Event) -> tuple[C_STORE, bytes]:
 
 def calling_ae(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
+
+
+def failure(status: int, comment: str) -> Dataset:
+    """A status dataset with an Error Comment (at most 64 characters, as LO allows)."""
+    ds = Dataset()
+    ds.Status = status
+    ds.ErrorComment = comment[:64]
+    return ds

@@ -20,7 +20,7 @@ from client.site import DEFAULT_CHARSET, Model, Site, TrustedAE
 from ..archive import Archive, ArchiveError
 from ..archive.from_dataset import NotIndexable, dataset_rows, text_value
 from ..files import Received, archive_path, write_part10, write_received
-from ..service import Daemon, calling_ae, store_request
+from ..service import Daemon, calling_ae, failure, store_request
 from ..sop_classes import (
     MODEL_OF_UID,
     QUERY_RETRIEVE,
@@ -41,13 +41,6 @@ _NATIVE = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
 UNABLE_TO_PROCESS = 0xC000
 C001 = 0xC001  # what real daemons answer for moves they cannot serve
 CANCELLED, PENDING = 0xFE00, 0xFF00
-
-
-def _status(code: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment[:64]
-    return ds
 
 
 def _root(model: Model) -> Root:
@@ -112,11 +105,11 @@ class DBDaemon(Daemon):
                            retrieve_ae=self.ae_title)
         except QueryError as exc:
             self.log.warning("C-FIND from %r refused with 0x%04X: %s", calling, exc.status, exc)
-            yield _status(exc.status, exc.comment), None
+            yield failure(exc.status, exc.comment), None
             return
         except Exception as exc:  # the peer's bytes: any decoding failure is a bad request
             self.log.warning("C-FIND from %r: cannot decode the identifier: %s", calling, exc)
-            yield _status(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}"), None
+            yield failure(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}"), None
             return
         charset = self._export_charset(calling)
         count = 0
@@ -223,12 +216,12 @@ class DBDaemon(Daemon):
             self.archive.index.add(patient, study, series, [instance])
         except NotIndexable as exc:
             self.log.warning("DB Daemon refuses an object from %r: %s", calling, exc)
-            return _status(UNABLE_TO_PROCESS, f"cannot import: {exc}")
+            return failure(UNABLE_TO_PROCESS, f"cannot import: {exc}")
         except OSError as exc:
             self.log.error("DB Daemon cannot store an object from %r: %s", calling, exc)
-            return _status(0xA700, f"cannot store: {exc.strerror or exc}")
+            return failure(0xA700, f"cannot store: {exc.strerror or exc}")
         except Exception as exc:  # the peer's bytes: any decoding failure is a bad object
             self.log.warning("DB Daemon cannot read an object from %r: %s", calling, exc)
-            return _status(UNABLE_TO_PROCESS, f"cannot decode the dataset: {exc}")
+            return failure(UNABLE_TO_PROCESS, f"cannot decode the dataset: {exc}")
         self.log.info("DB Daemon imported %s from %r (%s)", path.name, calling, outcome.value)
         return 0x0000
