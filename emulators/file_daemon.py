@@ -28,6 +28,7 @@ SUCCESS = 0x0000
 OUT_OF_RESOURCES = 0xA700
 DATASET_DOES_NOT_MATCH_SOP_CLASS = 0xA900
 CANNOT_UNDERSTAND = 0xC000
+PROCESSING_FAILURE = 0x0110  # PS3.7 C.4: the general failure, for other I/O errors
 
 
 class FileDaemon(Daemon):
@@ -95,7 +96,7 @@ class FileDaemon(Daemon):
         except OSError as exc:
             self.log.error("File Daemon cannot write %s: %s", path, exc)
             status = OUT_OF_RESOURCES if exc.errno in (errno.ENOSPC, errno.EDQUOT) \
-                else CANNOT_UNDERSTAND
+                else PROCESSING_FAILURE
             return failure(status, f"cannot write the file: {exc.strerror or exc}")
         if outcome is Received.REPLACED:
             self.log.warning("File Daemon: %s received again from %r with other content; "

@@ -36,6 +36,7 @@ from emulators.file_daemon import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH_SOP_CLASS,
     OUT_OF_RESOURCES,
+    PROCESSING_FAILURE,
     FileDaemon,
 )
 from emulators.files import (
@@ -53,7 +54,7 @@ from emulators.synthetic.modules import with_file_meta
 CONFIG = SyntheticConfig(seed=1, slices=4, rows=16, columns=16)
 CLIENT_AE = "DCMTK"  # trusted by the default site's File Daemon (from 127.0.0.1)
 FD_AE = "VMSFD"
-WRITE_FAILURES = (OUT_OF_RESOURCES, CANNOT_UNDERSTAND)
+WRITE_FAILURES = (OUT_OF_RESOURCES, PROCESSING_FAILURE)
 Contexts = Sequence[tuple[str, str]]  # (abstract syntax, its single transfer syntax)
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 BOTH_IMPLICIT: Contexts = ((CTImageStorage, ImplicitVRLittleEndian),
