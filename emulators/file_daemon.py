@@ -44,7 +44,7 @@ class FileDaemon(Daemon):
         self.output = Path(output if output is not None else service.output)
         self.patient_folders = service.patient_folders
         self.stored = 0  # objects written (or found identical) since start
-        self._lock = threading.Lock()  # guards ``stored`` and ``_files``
+        self._files_lock = threading.Lock()  # guards ``stored`` and ``_files``
         # Where each SOP Instance is, by its file-name form: one file per instance, even
         # when it comes again under another patient ID or modality (another path).
         self._files: dict[str, Path] = {}
@@ -103,7 +103,7 @@ class FileDaemon(Daemon):
                              "replaced %s", sop_uid, calling, path)
         else:
             self.log.info("File Daemon %s %s from %r", outcome.value, path, calling)
-        with self._lock:
+        with self._files_lock:
             self.stored += 1
             key = safe_name(sop_uid)
             previous, self._files[key] = self._files.get(key), path

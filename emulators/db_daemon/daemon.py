@@ -205,6 +205,9 @@ class DBDaemon(Daemon):
             modality = text_value(ds, "Modality") or "OT"
             path = archive_path(self.storage, text_value(ds, "PatientID"), modality,
                                 str(ds.SOPInstanceUID))
+            # Rows first: an object the index cannot hold is refused before any file
+            # is written (or an earlier good one replaced).
+            patient, study, series, instance = dataset_rows(ds, str(path))
             if override:  # re-encoded, in the syntax it came in (pixel data untouched)
                 write_part10(ds, path, str(event.context.transfer_syntax))
                 outcome = Received.WRITTEN
@@ -212,7 +215,6 @@ class DBDaemon(Daemon):
                 outcome = write_received(path, body,
                                          str(ds.SOPClassUID), str(ds.SOPInstanceUID),
                                          str(event.context.transfer_syntax), calling)
-            patient, study, series, instance = dataset_rows(ds, str(path))
             self.archive.index.add(patient, study, series, [instance])
         except NotIndexable as exc:
             self.log.warning("DB Daemon refuses an object from %r: %s", calling, exc)

@@ -186,3 +186,17 @@ def test_storage_folder_lives_exactly_as_long_as_the_daemon(archive: Archive,
         with pytest.raises(DaemonError, match="cannot listen"):
             blocked.start()
         assert blocked.storage == Path()
+
+
+def test_an_object_the_index_cannot_hold_is_refused_before_any_file(
+        archive: Archive, tmp_path: Path) -> None:
+    """No StudyInstanceUID: 0xC000 naming it, no file in storage, nothing indexed."""
+    plan = _plan_without_beams(archive)
+    del plan.StudyInstanceUID
+    with running_daemons(tmp_path, archive) as (_site, dbd, _fd), \
+            associated(dbd.port, RTPlanStorage) as assoc:
+        status = assoc.send_c_store(plan)
+        assert int(status.Status) == 0xC000
+        assert "StudyInstanceUID" in str(status.ErrorComment)
+        assert list(dbd.storage.rglob("*")) == []
+        assert archive.index.locate(str(plan.SOPInstanceUID)) is None
