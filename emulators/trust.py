@@ -95,7 +95,7 @@ class TrustPolicy:
         if entry is None:
             if not self.permit_trusted_only:
                 return Verdict(True, f"{calling!r} from {peer} is not on the trusted list, "
-                                     "but only trusted AEs are required: off")
+                                     "and \"permit trusted only\" is off")
             return Verdict(False, f"calling AE title {calling!r} is not on the trusted list",
                            REJECT_CALLING_AE)
         if peer not in self._addresses[entry.host] and self.permit_trusted_only:
