@@ -7,7 +7,7 @@ import time
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from .errors import AssociationFailed, AssociationRejected, DicomError
+from .errors import AssociationFailed, AssociationRejected, DicomError, Kind
 from .tcp import NO_DELAY
 
 
@@ -33,7 +33,8 @@ def echo(host: str, port: int, calling: str, called: str, timeout: float = 10.0)
         if not status or "Status" not in status:
             raise AssociationFailed(f"{peer} sent no C-ECHO response within {timeout:g} s.")
         if int(status.Status) != 0:
-            raise DicomError(f"{peer} answered C-ECHO with status 0x{int(status.Status):04X}.")
+            raise DicomError(f"{peer} answered C-ECHO with status 0x{int(status.Status):04X}.",
+                             Kind.REFUSED)
         return time.monotonic() - start
     finally:
         if assoc.is_established:

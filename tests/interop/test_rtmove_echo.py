@@ -38,12 +38,12 @@ def test_echo_with_a_wrong_called_ae_is_explained(tmp_path: Path,
     argv = [require_tool("dcmqrscp"), "--single-process", "-c", str(config)]
     with running(argv, port, tmp_path / "qr.log"):
         done = _rtmove("echo", "--port", str(port), "--aec", "NOT_THE_DBD")
-    assert done.returncode == 1
+    assert done.returncode == 3  # Kind.REJECTED
     assert "called AE title not recognized" in done.stderr
-    assert "'NOT_THE_DBD'" in done.stderr
+    assert "AE title NOT_THE_DBD" in done.stderr
 
 
 def test_echo_with_nothing_listening_is_a_clear_error() -> None:
     done = _rtmove("echo", "--port", str(free_port()), "--timeout", "3")
-    assert done.returncode == 1
+    assert done.returncode == 4  # Kind.UNREACHABLE
     assert "No association with VMSDBD1" in done.stderr
