@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 
-import emulators.files as files
+import client.files as files
+import emulators.files as emulator_files
 from emulators.files import archive_path, safe_name, write_part10
 from emulators.synthetic import SyntheticConfig, make_recipe, object_refs
 
@@ -171,7 +172,7 @@ def test_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path,
         fh.write(b"partial")
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(files, "dcmwrite", broken)
+    monkeypatch.setattr(emulator_files, "dcmwrite", broken)
     with pytest.raises(OSError, match="No space"):
         write_part10(_dataset(), path)
     assert path.read_bytes() == b"old"
