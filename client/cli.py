@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from . import __version__
-from .commands import echo
+from .commands import check_site, collect, dcmtk_script, echo, find
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -14,7 +14,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="rtmove", description="Move a radiotherapy plan's collection out of an archive.")
     parser.add_argument("--version", action="version", version=f"rtmove {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    for module in (echo,):
+    for module in (echo, find, collect, dcmtk_script, check_site):
         module.register(commands)
     return parser
 

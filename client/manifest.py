@@ -14,6 +14,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from .uids import is_valid_uid
+
 FORMAT = "rtmove-manifest/1"
 
 
@@ -183,14 +185,9 @@ def _text(data: dict[str, Any], key: str, where: str, *, required: bool = False)
 
 def _uid(data: dict[str, Any], key: str, where: str, *, required: bool) -> str:
     value = _text(data, key, where, required=required)
-    if value and not _is_uid(value):
+    if value and not is_valid_uid(value):
         raise ManifestError(f"{where}: '{key}' {value!r} is not a DICOM UID")
     return value
-
-
-def _is_uid(value: str) -> bool:
-    return (len(value) <= 64 and all(part.isdigit() and (part == "0" or part[0] != "0")
-                                     for part in value.split(".")))
 
 
 def _collection(data: object, where: str) -> Collection:
@@ -217,7 +214,7 @@ def _item(data: object, where: str) -> Item:
     sops = data.get("sop_uids", [])
     if isinstance(sops, str):
         sops = [sops]
-    if not isinstance(sops, list) or not all(isinstance(s, str) and _is_uid(s) for s in sops):
+    if not isinstance(sops, list) or not all(isinstance(s, str) and is_valid_uid(s) for s in sops):
         raise ManifestError(f"{where}: 'sop_uids' must be a list of DICOM UIDs")
     role_text = _text(data, "role", where) or (Role.IMAGES if not sops else Role.OTHER)
     try:

@@ -19,8 +19,8 @@ from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import A_ASSOCIATE
-from pynetdicom.transport import ThreadedAssociationServer
 
+from client.scp import RunningServer, serve
 from client.site import Timeouts, TrustedAE
 from client.tcp import NO_DELAY
 from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
@@ -54,7 +54,7 @@ class Daemon:
         self.ae.acse_timeout = timeouts.acse
         self.ae.dimse_timeout = timeouts.dimse
         self.ae.network_timeout = timeouts.network
-        self._server: ThreadedAssociationServer | None = None
+        self._server: RunningServer | None = None
         self._lock = threading.Lock()
 
     # -- what subclasses provide ------------------------------------------------------
@@ -74,7 +74,7 @@ class Daemon:
         """The port actually listened on (a free one when 0 was asked for)."""
         if self._server is None:
             return self.requested_port
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def running(self) -> bool:
@@ -88,14 +88,12 @@ class Daemon:
                                                 *NO_DELAY, *self.handlers()]
             self.on_start()
             try:
-                server = self.ae.start_server((self.bind, self.requested_port), block=False,
-                                              evt_handlers=handlers)
+                server = serve(self.ae, (self.bind, self.requested_port), handlers)
             except OSError as exc:
                 self.on_stop()
                 raise DaemonError(f"{self.name} {self.ae_title} cannot listen on "
                                   f"{self.bind}:{self.requested_port}: {exc.strerror or exc}") \
                     from exc
-            assert server is not None  # non-blocking start returns the server
             self._server = server
         self.log.info("%s %s listening on %s:%d", self.name, self.ae_title, self.bind, self.port)
         return self
@@ -103,11 +101,10 @@ class Daemon:
     def stop(self) -> None:
         """Stop listening, abort live associations and wait for their threads."""
         with self._lock:
-            if self._server is None:
+            server, self._server = self._server, None
+            if server is None:
                 return
-            self._server = None
-        threads = list(self.ae.active_associations)
-        self.ae.shutdown()
+        threads = server.stop()
         deadline = time.monotonic() + _STOP_GRACE
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))

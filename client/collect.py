@@ -1,0 +1,129 @@
+"""The main job: resolve a plan's collection, move it, verify it; also a given manifest.
+
+This is the public Python API behind ``rtmove collect`` and ``rtmove move``.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TypeVar
+
+from .archive_view import Headers, PatientArchive
+from .errors import DicomError, Kind
+from .manifest import Manifest, Outcome
+from .receiver import Receiver
+from .resolve import PlanChoice, Resolver
+from .session import Session
+from .settings import Settings
+from .transfer import ProgressSink, Transfer
+from .verify import Folder, reference_problems
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the manifest with outcomes, and what still is wrong."""
+
+    manifest: Manifest
+    problems: list[str] = field(default_factory=list)
+    error: DicomError | None = None  # the failure that stopped the run, if any
+
+    @property
+    def kind(self) -> Kind:
+        if self.error is not None:
+            return self.error.kind
+        items = self.manifest.items()
+        if any(i.outcome in (Outcome.FAILED, Outcome.INCOMPLETE, Outcome.PENDING)
+               for i in items):
+            return Kind.INCOMPLETE
+        return Kind.VERIFY if self.problems else Kind.OK
+
+
+def retrying(settings: Settings, step: Callable[[], T], what: str) -> T:
+    """``step()``, retried on transient failures with capped exponential back-off."""
+    attempt = 0
+    while True:
+        try:
+            return step()
+        except DicomError as exc:
+            if not exc.transient or attempt >= settings.retries:
+                raise
+            delay = min(settings.backoff * 2 ** attempt, settings.backoff_cap)
+            attempt += 1
+            log.warning("%s failed (%s); retry %d in %.1f s", what, exc, attempt, delay)
+            time.sleep(delay)
+
+
+def collect(settings: Settings, patient_id: str, choice: PlanChoice, *,
+            verify_dir: Path | None = None, progress: ProgressSink | None = None,
+            on_resolved: Callable[[Manifest], None] | None = None) -> RunResult:
+    """Resolve ``choice`` for ``patient_id`` and move it to ``settings.dest``."""
+    with ExitStack() as stack:
+        if settings.to_self and settings.out is None:
+            raise DicomError("--dest self needs --out DIR: where this client writes what it "
+                             "receives.", Kind.USAGE)
+        # Headers read while resolving go to a temporary folder: the output must hold the
+        # collection only, not every plan and dose of the patient that had to be read.
+        folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rtmove-")))
+        receiver = stack.enter_context(Receiver(settings.aet, settings.recv_port, folder))
+        session = stack.enter_context(Session(settings))
+        started = time.monotonic()
+        archive = PatientArchive(session, patient_id)
+        resolver = Resolver(archive, Headers(session, receiver))
+
+        def resolve() -> Manifest:
+            return resolver.manifest(resolver.choose(choice))
+
+        manifest = retrying(settings, resolve, "resolving the collection")
+        manifest = replace(manifest, destination=settings.dest, extra={
+            "resolve_seconds": round(time.monotonic() - started, 3),
+            "finds": session.finds, "header_moves": session.moves})
+        if on_resolved is not None:
+            on_resolved(manifest)
+        if settings.to_self and settings.out is not None:
+            receiver.redirect(settings.out, {u for i in manifest.items() for u in i.sop_uids})
+        return _move(session, settings, manifest, verify_dir, progress)
+    raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
+
+
+def move(settings: Settings, manifest: Manifest, *, verify_dir: Path | None = None,
+         progress: ProgressSink | None = None) -> RunResult:
+    """Move a given manifest (e.g. UIDs exported from a scripting API) to ``settings.dest``."""
+    with ExitStack() as stack:
+        if settings.to_self:
+            if settings.out is None:
+                raise DicomError("--dest self needs --out DIR: where this client writes what "
+                                 "it receives.", Kind.USAGE)
+            stack.enter_context(Receiver(settings.aet, settings.recv_port, settings.out))
+        session = stack.enter_context(Session(settings))
+        manifest = replace(manifest, destination=settings.dest, source=settings.peer)
+        return _move(session, settings, manifest, verify_dir, progress)
+    raise AssertionError("unreachable")
+
+
+def _move(session: Session, settings: Settings, manifest: Manifest, verify_dir: Path | None,
+          progress: ProgressSink | None) -> RunResult:
+    watch = settings.out if settings.to_self else verify_dir
+    destination = settings.aet if settings.to_self else settings.dest
+    transfer = Transfer(session, destination, Folder(watch) if watch is not None else None,
+                        progress or ProgressSink())
+    started = time.monotonic()
+    moves_before = session.moves
+    try:
+        moved = transfer.run(manifest)
+    except DicomError as exc:
+        return RunResult(manifest.with_outcomes(transfer.done), list(transfer.problems), exc)
+    problems = list(transfer.problems)
+    if watch is not None:
+        problems += reference_problems(moved, transfer.found)
+    extra = {**moved.extra, "move_seconds": round(time.monotonic() - started, 3),
+             "moves": session.moves - moves_before}
+    return RunResult(replace(moved, extra=extra), problems)

@@ -1,0 +1,54 @@
+"""Running a pynetdicom SCP in a thread that stops at once.
+
+``AE.start_server`` polls its socket every 0.5 s, so every stop waited up to half a
+second; a client that receives for a few seconds, and tests that start hundreds of
+daemons, paid it each time. This runs the same server with a short poll.
+"""
+
+from __future__ import annotations
+
+import socketserver
+import threading
+from dataclasses import dataclass
+
+from pynetdicom import AE
+from pynetdicom.events import EventHandlerType
+from pynetdicom.presentation import PresentationContext
+from pynetdicom.transport import ThreadedAssociationServer
+
+POLL_SECONDS = 0.02
+
+
+@dataclass
+class RunningServer:
+    ae: AE
+    server: ThreadedAssociationServer
+    thread: threading.Thread
+
+    @property
+    def port(self) -> int:
+        return int(self.server.server_address[1])
+
+    def stop(self, join_timeout: float = 10.0) -> list[threading.Thread]:
+        """Stop accepting, abort live associations; returns their threads to join."""
+        live: list[threading.Thread] = list(self.ae.active_associations)
+        for assoc in self.ae.active_associations:
+            assoc.abort()
+        # pynetdicom's own shutdown() also unregisters the server from AE.start_server's
+        # list, where this one never was: stop the socketserver loop directly.
+        socketserver.BaseServer.shutdown(self.server)
+        self.server.server_close()
+        self.thread.join(join_timeout)
+        return live
+
+
+def serve(ae: AE, address: tuple[str, int], handlers: list[EventHandlerType],
+          contexts: list[PresentationContext] | None = None) -> RunningServer:
+    """Listen on ``address`` (OSError if it cannot) and serve in a daemon thread."""
+    server = ae.make_server(address, evt_handlers=handlers, contexts=contexts,
+                            server_class=ThreadedAssociationServer)
+    thread = threading.Thread(target=server.serve_forever,
+                              kwargs={"poll_interval": POLL_SECONDS},
+                              name=f"SCP {ae.ae_title} :{server.server_address[1]}", daemon=True)
+    thread.start()
+    return RunningServer(ae, server, thread)

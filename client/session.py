@@ -1,0 +1,164 @@
+"""One association with the Q/R server, reopened when it is lost, for C-FIND and C-MOVE.
+
+Every failure becomes a :class:`DicomError` that names the side at fault: the
+association (trust, AE titles, network) here, statuses in :mod:`client.statuses`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE
+from pynetdicom.association import Association
+from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelMove,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelMove,
+)
+
+from .errors import AssociationFailed, AssociationRejected, DicomError, Kind
+from .settings import Settings
+from .site import Model
+from .statuses import MoveResult, find_failure, move_result
+from .tcp import NO_DELAY
+
+log = logging.getLogger(__name__)
+
+_CONTEXTS: dict[Model, str] = {
+    Model.STUDY_FIND: StudyRootQueryRetrieveInformationModelFind,
+    Model.STUDY_MOVE: StudyRootQueryRetrieveInformationModelMove,
+    Model.PATIENT_FIND: PatientRootQueryRetrieveInformationModelFind,
+    Model.PATIENT_MOVE: PatientRootQueryRetrieveInformationModelMove,
+}
+# Study Root is all the real DB Daemon's conformance statement lists: use it.
+FIND, MOVE = Model.STUDY_FIND, Model.STUDY_MOVE
+
+Progress = Callable[[int, int, int], None]  # completed, failed, remaining
+
+
+@dataclass
+class Session:
+    """Lazily associated; :meth:`close` releases. Not thread-safe: one operation at a time."""
+
+    settings: Settings
+    _ae: AE | None = field(default=None, init=False)
+    _assoc: Association | None = field(default=None, init=False)
+    finds: int = field(default=0, init=False)
+    moves: int = field(default=0, init=False)
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._assoc is not None:
+            if self._assoc.is_established:
+                self._assoc.release()
+            self._assoc = None
+        if self._ae is not None:
+            self._ae.shutdown()
+            self._ae = None
+
+    # -- association ------------------------------------------------------------------
+
+    def _association(self) -> Association:
+        if self._assoc is not None and self._assoc.is_established:
+            return self._assoc
+        s = self.settings
+        if self._ae is None:
+            ae = AE(ae_title=s.aet)
+            for model in (FIND, MOVE):
+                ae.add_requested_context(_CONTEXTS[model])
+            ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.timeout
+            ae.connection_timeout = min(s.timeout, 15.0)
+            self._ae = ae
+        assoc = self._ae.associate(s.host, s.port, ae_title=s.aec, evt_handlers=NO_DELAY)
+        rsp = assoc.acceptor.primitive
+        if assoc.is_rejected and rsp is not None:
+            raise AssociationRejected(int(rsp.result or 0), int(rsp.result_source or 0),
+                                      int(rsp.diagnostic or 0), s.aet, s.aec, s.peer)
+        if not assoc.is_established:
+            raise AssociationFailed(
+                f"No association with {s.peer}: the connection was refused, timed out after "
+                f"{s.timeout:g} s, or was aborted. Check the host, the port and that the "
+                "daemon is running; a firewall may drop the connection.")
+        accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
+        missing = [m for m in (FIND, MOVE) if _CONTEXTS[m] not in accepted]
+        if missing:
+            assoc.release()
+            raise DicomError(
+                f"{s.peer} accepted the association but not "
+                f"{' and '.join(m.value for m in missing)}: it does not serve the Study Root "
+                "Query/Retrieve model rtmove uses. Check that this is the DB Daemon's port, "
+                "not the File Daemon's (which only stores).", Kind.REFUSED)
+        self._assoc = assoc
+        return assoc
+
+    def _lost(self, what: str) -> AssociationFailed:
+        assoc, self._assoc = self._assoc, None
+        if assoc is not None and assoc.is_established:
+            assoc.abort()
+        s = self.settings
+        return AssociationFailed(
+            f"{s.peer} did not complete the {what}: the association was aborted or no answer "
+            f"came within {s.timeout:g} s.")
+
+    # -- operations -------------------------------------------------------------------
+
+    def find(self, identifier: Dataset) -> list[Dataset]:
+        """Every match of a Study Root C-FIND; a failure status raises."""
+        assoc = self._association()
+        self.finds += 1
+        matches: list[Dataset] = []
+        level = identifier.get("QueryRetrieveLevel", "?")
+        for status, ds in assoc.send_c_find(identifier, _CONTEXTS[FIND]):
+            if status is None or "Status" not in status:
+                raise self._lost(f"C-FIND at {level} level")
+            code = int(status.Status)
+            if code in (0xFF00, 0xFF01):
+                if ds is not None:
+                    matches.append(ds)
+                continue
+            if code != 0x0000:
+                raise find_failure(self.settings, code, status, level)
+        log.debug("C-FIND %s %s: %d matches", level, _summary(identifier), len(matches))
+        return matches
+
+    def move(self, identifier: Dataset, destination: str,
+             progress: Progress | None = None) -> MoveResult:
+        """One C-MOVE to ``destination``; the final status and counts, interpreted."""
+        assoc = self._association()
+        self.moves += 1
+        last: Dataset | None = None
+        for status, _ in assoc.send_c_move(identifier, destination, _CONTEXTS[MOVE]):
+            if status is None or "Status" not in status:
+                raise self._lost(f"C-MOVE to {destination}")
+            last = status
+            if int(status.Status) in (0xFF00, 0xFF01) and progress is not None:
+                progress(*_counts(status))
+        if last is None:
+            raise self._lost(f"C-MOVE to {destination}")
+        return move_result(last)
+
+
+def _counts(status: Dataset) -> tuple[int, int, int]:
+    return (int(status.get("NumberOfCompletedSuboperations") or 0),
+            int(status.get("NumberOfFailedSuboperations") or 0),
+            int(status.get("NumberOfRemainingSuboperations") or 0))
+
+
+def _summary(ds: Dataset) -> str:
+    return " ".join(f"{e.keyword}={e.value}" for e in ds if e.value not in ("", None))
+
+
+def iter_values(datasets: list[Dataset], keyword: str) -> Iterator[str]:
+    for ds in datasets:
+        value = ds.get(keyword)
+        if value:
+            yield str(value)

@@ -1,0 +1,180 @@
+"""Moving a manifest's objects: series-level for images, instance-level for RT objects,
+counts and (where it can look) arrivals checked, only the missing re-moved.
+
+Transient failures (rejected-transient, 0xA7xx, timeouts, aborts) are retried with
+capped exponential back-off; permanent ones (untrusted AE, unknown destination,
+0xA900/0xC000) stop at once: retrying cannot fix a site's configuration.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from pydicom.dataset import Dataset
+
+from .errors import AssociationFailed, DicomError, Kind
+from .manifest import Item, Manifest, Outcome
+from .session import Session
+from .settings import Settings
+from .statuses import MoveResult, aborted_before_sending, move_failure
+from .verify import Folder, Found, identity_problems
+
+log = logging.getLogger(__name__)
+
+
+class ProgressSink:
+    """Where a move's progress goes; the default shows nothing (rich bars in the CLI)."""
+
+    def start(self, item: Item, total: int) -> None:
+        """A move of ``total`` instances of ``item`` begins."""
+
+    def update(self, item: Item, done: int) -> None:
+        """``done`` of them are through (completed or failed)."""
+
+    def finish(self, item: Item) -> None:
+        """The item's outcome is known."""
+
+
+@dataclass
+class Transfer:
+    """Moves items to ``destination``; ``folder`` is where they can be seen arriving, if any
+    (our own output for ``--dest self``, or ``--verify-dir``)."""
+
+    session: Session
+    destination: str
+    folder: Folder | None = None
+    progress: ProgressSink = field(default_factory=ProgressSink)
+    sleep: Callable[[float], None] = time.sleep
+    done: dict[tuple[str, str, tuple[str, ...]], Item] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    found: dict[str, Found] = field(default_factory=dict)
+
+    @property
+    def settings(self) -> Settings:
+        return self.session.settings
+
+    def run(self, manifest: Manifest) -> Manifest:
+        """The manifest with each object's outcome; raises on a permanent failure (the
+        outcomes so far are in :attr:`done` for the caller to save)."""
+        for item in manifest.items():
+            self.done[item.key] = self._move_item(item, manifest.patient_id)
+        return manifest.with_outcomes(self.done)
+
+    # -- one item ---------------------------------------------------------------------
+
+    def _arrived(self, expected: set[str], patient_id: str, item: Item, *,
+                 settle: bool = True) -> set[str]:
+        """What is there now; after a move (``settle``), once the folder stops changing."""
+        if self.folder is None:
+            return set()
+        if settle:
+            self.folder.settle(expected)
+        found, _ = self.folder.read()
+        self.found = found
+        wrong = identity_problems(item, found, patient_id)
+        for problem in wrong:
+            if problem not in self.problems:
+                self.problems.append(problem)
+        bad = {p.split("(", 1)[1].split(")", 1)[0] for p in wrong}
+        return {u for u in expected if u in found and u not in bad}
+
+    def _move_item(self, item: Item, patient_id: str) -> Item:
+        s = self.settings
+        if not item.sop_uids:  # a hand-written series: learn its instances first
+            item = replace(item, sop_uids=self._instances(item))
+        expected = set(item.sop_uids)
+        self.progress.start(item, len(expected))
+        watch = self.folder is not None
+        # ``known``: exactly which instances are missing, when we can tell (None: unknown).
+        known = (expected - self._arrived(expected, patient_id, item, settle=False)
+                 if watch else None)
+        missing = known if known is not None else expected
+        attempts = aborts = sent = 0
+        error: DicomError | None = None
+        while missing:
+            if attempts > s.retries:
+                break
+            if attempts:
+                delay = min(s.backoff * 2 ** (attempts - 1), s.backoff_cap)
+                log.info("re-moving %d of %d %s instance(s) of series %s in %.1f s (%s)",
+                         len(missing), len(expected), item.modality, item.series_uid, delay,
+                         error or "counts short")
+                self.sleep(delay)
+            attempts += 1
+            result: MoveResult | None = None
+            try:
+                result = self._move(item, known, expected)
+            except DicomError as exc:
+                if not exc.transient:
+                    raise
+                error, aborts = exc, aborts + isinstance(exc, AssociationFailed)
+            if result is not None:
+                sent = max(sent, result.sent)
+                error = move_failure(s, self.destination, result)
+                if error is not None and not error.transient:
+                    raise error
+            if watch:
+                known = missing = expected - self._arrived(expected, patient_id, item)
+            elif result is not None and error is None and not result.failed \
+                    and result.sent >= len(expected):
+                missing = set()
+            elif result is not None and result.failed_uids:
+                known = missing = set(result.failed_uids)
+            else:
+                known, missing = None, expected
+                if result is not None and error is None and not result.failed:
+                    log.warning("%s reported success for series %s but sent %d of %d",
+                                s.aec, item.series_uid, result.sent, len(expected))
+        self.progress.finish(item)
+        if not missing:
+            return replace(item, outcome=Outcome.ARRIVED if watch else Outcome.MOVED,
+                           missing=())
+        nothing = len(missing) == len(expected) and not sent
+        if nothing and aborts == attempts:
+            raise aborted_before_sending(s, self.destination, attempts)
+        if nothing and error is not None and error.kind is Kind.DESTINATION:
+            raise error
+        return replace(item, outcome=Outcome.FAILED if nothing else Outcome.INCOMPLETE,
+                       missing=tuple(sorted(missing)) if known is not None else ())
+
+    def _instances(self, item: Item) -> tuple[str, ...]:
+        ds = Dataset()
+        ds.QueryRetrieveLevel = "IMAGE"
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = item.study_uid, item.series_uid
+        ds.SOPInstanceUID = ""
+        return tuple(dict.fromkeys(str(m.SOPInstanceUID) for m in self.session.find(ds)
+                                   if m.get("SOPInstanceUID")))
+
+    def _move(self, item: Item, missing: set[str] | None, expected: set[str]) -> MoveResult:
+        """One move: the whole object/series, or instance by instance what is missing
+        (when fewer than half are missing: else the series again is cheaper)."""
+        done = [0]
+
+        def progress(completed: int, failed: int, remaining: int) -> None:
+            self.progress.update(item, done[0] + completed + failed)
+
+        if missing is None or item.level == "IMAGE" or len(missing) * 2 > len(expected):
+            return self.session.move(_identifier(item), self.destination, progress)
+        total = MoveResult(0, 0, 0, 0, 0)
+        for uid in sorted(missing):
+            r = self.session.move(_identifier(item, uid), self.destination, progress)
+            done[0] += r.completed + r.failed + r.warning
+            worst = r.status if r.status not in (0x0000,) else total.status
+            total = MoveResult(worst, total.completed + r.completed, total.failed + r.failed,
+                               total.warning + r.warning, 0,
+                               total.failed_uids + r.failed_uids, r.comment or total.comment)
+        return total
+
+
+def _identifier(item: Item, sop_uid: str | None = None) -> Dataset:
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE" if sop_uid or item.level == "IMAGE" else "SERIES"
+    ds.StudyInstanceUID = item.study_uid
+    ds.SeriesInstanceUID = item.series_uid
+    if ds.QueryRetrieveLevel == "IMAGE":
+        uids = [sop_uid] if sop_uid else list(item.sop_uids)
+        ds.SOPInstanceUID = uids[0] if len(uids) == 1 else uids
+    return ds

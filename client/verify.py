@@ -1,0 +1,166 @@
+"""Did the objects really arrive? A C-MOVE's success status is not proof.
+
+Real daemons have reported success after sending part of a series, and a File Daemon
+may still be writing when the move returns; so a folder is read until it settles,
+each file is read whole, and the references between what arrived are checked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+
+from .files import TEMP_PREFIX
+from .manifest import Item, Manifest, Outcome, Role
+
+
+@dataclass(frozen=True)
+class Found:
+    """One readable file: what it is, by its own header."""
+
+    path: Path
+    sop_uid: str
+    series_uid: str
+    study_uid: str
+    patient_id: str
+
+
+def _problem(ds: Dataset) -> str | None:
+    """Why a fully read object is not usable (truncated pixel data), or None."""
+    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+        return None
+    rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    bits, samples = int(ds.get("BitsAllocated") or 0), int(ds.get("SamplesPerPixel") or 1)
+    frames = int(ds.get("NumberOfFrames") or 1)
+    expected = rows * columns * samples * frames * bits // 8
+    got = len(ds.PixelData)
+    return None if got >= expected else f"pixel data has {got} of {expected} bytes"
+
+
+class Folder:
+    """A folder objects arrive in; files are read once each (by name, size and mtime)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self._seen: dict[tuple[str, int, int], Found | str] = {}
+
+    def _files(self) -> list[tuple[Path, os.stat_result]]:
+        out = []
+        if self.root.is_dir():
+            for path in self.root.rglob("*"):
+                if path.name.startswith(TEMP_PREFIX) or path.name == "DICOMDIR":
+                    continue
+                try:
+                    st = path.stat()
+                except OSError:
+                    continue  # renamed or removed while we looked
+                if path.is_file() and path.suffix.lower() in (".dcm", ""):
+                    out.append((path, st))
+        return out
+
+    def signature(self) -> tuple[int, int]:
+        files = self._files()
+        return len(files), sum(st.st_size for _, st in files)
+
+    def read(self) -> tuple[dict[str, Found], dict[Path, str]]:
+        """Readable objects by SOP Instance UID, and the unreadable files with why."""
+        found: dict[str, Found] = {}
+        bad: dict[Path, str] = {}
+        for path, st in self._files():
+            key = (str(path), st.st_size, st.st_mtime_ns)
+            if key not in self._seen:
+                self._seen[key] = _read(path)
+            result = self._seen[key]
+            if isinstance(result, Found):
+                found[result.sop_uid] = result
+            else:
+                bad[path] = result
+        return found, bad
+
+    def settle(self, expected: set[str], *, quiet: float = 1.0, limit: float = 60.0) -> None:
+        """Wait until every expected object is there, or the folder stops changing."""
+        deadline = time.monotonic() + limit
+        last, since = self.signature(), time.monotonic()
+        while time.monotonic() < deadline:
+            if expected <= set(self.read()[0]):
+                return
+            time.sleep(0.1)
+            now = self.signature()
+            if now != last:
+                last, since = now, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+
+
+def _read(path: Path) -> Found | str:
+    try:
+        ds = pydicom.dcmread(path)
+        problem = _problem(ds)
+        if problem:
+            return problem
+        return Found(path, str(ds.SOPInstanceUID), str(ds.get("SeriesInstanceUID", "")),
+                     str(ds.get("StudyInstanceUID", "")), str(ds.get("PatientID", "")))
+    except (InvalidDicomError, OSError, ValueError, AttributeError, EOFError) as exc:
+        return f"unreadable: {exc}"
+
+
+def identity_problems(item: Item, found: dict[str, Found], patient_id: str) -> list[str]:
+    """Objects that arrived under the asked UID but are not what the manifest says."""
+    out = []
+    for uid in item.sop_uids:
+        f = found.get(uid)
+        if f is None:
+            continue
+        if f.series_uid != item.series_uid or f.study_uid != item.study_uid:
+            out.append(f"{f.path} ({uid}) is in series {f.series_uid} of study {f.study_uid}, "
+                       f"not in series {item.series_uid} of study {item.study_uid}")
+        if f.patient_id != patient_id:
+            out.append(f"{f.path} ({uid}) belongs to patient {f.patient_id!r}, "
+                       f"not {patient_id!r}")
+    return out
+
+
+def reference_problems(manifest: Manifest, found: dict[str, Found]) -> list[str]:
+    """References among the objects that arrived that no longer hold (plan -> structure
+    set -> images, dose -> plan), checked only toward objects the manifest lists."""
+    out: list[str] = []
+    for collection in manifest.collections:
+        listed = {u for i in collection.items for u in i.sop_uids}
+        for item in collection.items:
+            if item.role is Role.IMAGES or item.outcome is not Outcome.ARRIVED:
+                continue
+            f = found.get(item.sop_uids[0]) if item.sop_uids else None
+            if f is None:
+                continue
+            ds = pydicom.dcmread(f.path, stop_before_pixels=True)
+            refs = _references(ds, item.role)
+            broken = [r for r in refs if r in listed and r not in found]
+            if broken:
+                out.append(f"{item.role.value} {item.sop_uids[0]} references "
+                           f"{len(broken)} listed object(s) that did not arrive, e.g. "
+                           f"{broken[0]}")
+    return out
+
+
+def _references(ds: Dataset, role: Role) -> list[str]:
+    if role is Role.PLAN:
+        return [str(i.ReferencedSOPInstanceUID)
+                for i in ds.get("ReferencedStructureSetSequence", [])
+                if "ReferencedSOPInstanceUID" in i]
+    if role is Role.DOSE:
+        return [str(i.ReferencedSOPInstanceUID) for i in ds.get("ReferencedRTPlanSequence", [])
+                if "ReferencedSOPInstanceUID" in i]
+    if role is Role.STRUCTURE_SET:
+        return [str(img.ReferencedSOPInstanceUID)
+                for frame in ds.get("ReferencedFrameOfReferenceSequence", [])
+                for study in frame.get("RTReferencedStudySequence", [])
+                for series in study.get("RTReferencedSeriesSequence", [])
+                for img in series.get("ContourImageSequence", [])
+                if "ReferencedSOPInstanceUID" in img]
+    return []
