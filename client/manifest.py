@@ -53,6 +53,7 @@ class Item:
     found_by: str = ""  # how resolution reached it, for the site engineer reading the file
     outcome: Outcome = Outcome.PENDING
     missing: tuple[str, ...] = ()  # SOP Instance UIDs that did not arrive (or unreadable)
+    note: str = ""  # why it is not complete, in words
 
     @property
     def level(self) -> str:
@@ -241,4 +242,5 @@ def _item(data: object, where: str) -> Item:
         label=_text(data, "label", where),
         found_by=_text(data, "found_by", where),
         outcome=outcome,
-        missing=tuple(missing))
+        missing=tuple(missing),
+        note=_text(data, "note", where))

@@ -24,6 +24,8 @@ from .verify import Folder, Found, identity_problems
 
 log = logging.getLogger(__name__)
 
+UID_LIST_CHUNK = 100  # SOP Instance UIDs per move: ~6.5 KB of identifier
+
 
 class ProgressSink:
     """Where a move's progress goes; the default shows nothing (rich bars in the CLI)."""
@@ -51,6 +53,8 @@ class Transfer:
     done: dict[tuple[str, str, tuple[str, ...]], Item] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     found: dict[str, Found] = field(default_factory=dict)
+    delivered: int = 0  # objects the destination took in this run
+    uid_lists: bool = True  # whether the server takes a list of SOP Instance UIDs in a move
 
     @property
     def settings(self) -> Settings:
@@ -92,7 +96,7 @@ class Transfer:
         known = (expected - self._arrived(expected, patient_id, item, settle=False)
                  if watch else None)
         missing = known if known is not None else expected
-        attempts = aborts = sent = 0
+        attempts = aborts = sent = asked = 0
         error: DicomError | None = None
         while missing:
             if attempts > s.retries:
@@ -106,20 +110,21 @@ class Transfer:
             attempts += 1
             result: MoveResult | None = None
             try:
-                result = self._move(item, known, expected)
+                result, asked = self._move(item, known, expected)
             except DicomError as exc:
                 if not exc.transient:
                     raise
                 error, aborts = exc, aborts + isinstance(exc, AssociationFailed)
             if result is not None:
                 sent = max(sent, result.sent)
+                self.delivered += result.sent
                 error = move_failure(s, self.destination, result)
                 if error is not None and not error.transient:
                     raise error
             if watch:
                 known = missing = expected - self._arrived(expected, patient_id, item)
             elif result is not None and error is None and not result.failed \
-                    and result.sent >= len(expected):
+                    and result.sent >= asked:
                 missing = set()
             elif result is not None and result.failed_uids:
                 known = missing = set(result.failed_uids)
@@ -127,18 +132,30 @@ class Transfer:
                 known, missing = None, expected
                 if result is not None and error is None and not result.failed:
                     log.warning("%s reported success for series %s but sent %d of %d",
-                                s.aec, item.series_uid, result.sent, len(expected))
+                                s.aec, item.series_uid, result.sent, asked)
         self.progress.finish(item)
         if not missing:
             return replace(item, outcome=Outcome.ARRIVED if watch else Outcome.MOVED,
                            missing=())
         nothing = len(missing) == len(expected) and not sent
-        if nothing and aborts == attempts:
+        if nothing and aborts == attempts and not self.delivered:
             raise aborted_before_sending(s, self.destination, attempts)
         if nothing and error is not None and error.kind is Kind.DESTINATION:
-            raise error
+            if not self.delivered:
+                raise error
+            # The destination took other objects in this run, so it is up and reachable:
+            # what it refuses is this object, most likely its SOP class.
+            note = (f"{self.destination} accepted other objects in this run but not this "
+                    f"{item.modality or 'object'}: it most likely does not accept its SOP "
+                    f"class {item.sop_class_uid or '(unknown)'}; configure {self.destination} "
+                    f"to accept it. {s.aec} said: {error}")
+        else:
+            note = str(error) if error is not None else (
+                f"{s.aec} reported success but sent {sent} of {len(expected)}"
+                if sent < len(expected) else "")
         return replace(item, outcome=Outcome.FAILED if nothing else Outcome.INCOMPLETE,
-                       missing=tuple(sorted(missing)) if known is not None else ())
+                       missing=tuple(sorted(missing)) if known is not None else (),
+                       note=note)
 
     def _instances(self, item: Item) -> tuple[str, ...]:
         ds = Dataset()
@@ -148,33 +165,59 @@ class Transfer:
         return tuple(dict.fromkeys(str(m.SOPInstanceUID) for m in self.session.find(ds)
                                    if m.get("SOPInstanceUID")))
 
-    def _move(self, item: Item, missing: set[str] | None, expected: set[str]) -> MoveResult:
-        """One move: the whole object/series, or instance by instance what is missing
-        (when fewer than half are missing: else the series again is cheaper)."""
+    def _move(self, item: Item, missing: set[str] | None,
+              expected: set[str]) -> tuple[MoveResult, int]:
+        """One move of the whole object or series, or of just the ``missing`` instances;
+        returns the result and how many instances were asked for."""
         done = [0]
 
         def progress(completed: int, failed: int, remaining: int) -> None:
             self.progress.update(item, done[0] + completed + failed)
 
-        if missing is None or item.level == "IMAGE" or len(missing) * 2 > len(expected):
-            return self.session.move(_identifier(item), self.destination, progress)
-        total = MoveResult(0, 0, 0, 0, 0)
-        for uid in sorted(missing):
-            r = self.session.move(_identifier(item, uid), self.destination, progress)
+        if missing is None or item.level == "IMAGE" or missing >= expected:
+            return self.session.move(_identifier(item), self.destination, progress), \
+                len(expected)
+        uids = sorted(missing)
+        if self.uid_lists and len(uids) > 1:
+            # One move naming the missing instances (a UID list, PS3.4 C.4.2.2.1); servers
+            # that refuse lists get one move per instance from then on.
+            results = []
+            for start in range(0, len(uids), UID_LIST_CHUNK):
+                chunk = uids[start:start + UID_LIST_CHUNK]
+                r = self.session.move(_identifier(item, chunk), self.destination, progress)
+                if move_failure(self.settings, self.destination, r) is not None \
+                        and not r.sent:
+                    log.info("%s refused a move naming %d instances (0x%04X): moving them "
+                             "one by one", self.settings.aec, len(chunk), r.status)
+                    self.uid_lists = False
+                    break
+                done[0] += r.completed + r.failed + r.warning
+                results.append(r)
+            else:
+                return _sum(results), len(uids)
+        results = []
+        for uid in uids:
+            r = self.session.move(_identifier(item, [uid]), self.destination, progress)
             done[0] += r.completed + r.failed + r.warning
-            worst = r.status if r.status not in (0x0000,) else total.status
-            total = MoveResult(worst, total.completed + r.completed, total.failed + r.failed,
-                               total.warning + r.warning, 0,
-                               total.failed_uids + r.failed_uids, r.comment or total.comment)
-        return total
+            results.append(r)
+        return _sum(results), len(uids)
 
 
-def _identifier(item: Item, sop_uid: str | None = None) -> Dataset:
+def _sum(results: list[MoveResult]) -> MoveResult:
+    """Several moves as one: the counts added, the first non-success status kept."""
+    status = next((r.status for r in results if r.status != 0x0000), 0x0000)
+    return MoveResult(status, sum(r.completed for r in results),
+                      sum(r.failed for r in results), sum(r.warning for r in results), 0,
+                      tuple(u for r in results for u in r.failed_uids),
+                      next((r.comment for r in results if r.comment), ""))
+
+
+def _identifier(item: Item, sop_uids: list[str] | None = None) -> Dataset:
     ds = Dataset()
-    ds.QueryRetrieveLevel = "IMAGE" if sop_uid or item.level == "IMAGE" else "SERIES"
+    ds.QueryRetrieveLevel = "IMAGE" if sop_uids or item.level == "IMAGE" else "SERIES"
     ds.StudyInstanceUID = item.study_uid
     ds.SeriesInstanceUID = item.series_uid
     if ds.QueryRetrieveLevel == "IMAGE":
-        uids = [sop_uid] if sop_uid else list(item.sop_uids)
+        uids = sop_uids or list(item.sop_uids)
         ds.SOPInstanceUID = uids[0] if len(uids) == 1 else uids
     return ds

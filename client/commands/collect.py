@@ -99,6 +99,10 @@ def _report(args: argparse.Namespace, result: RunResult, out: Path | None) -> in
     console.print(summary(manifest))
     for warning in manifest.warnings():
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    for item in manifest.items():
+        if item.note:
+            console.print(f"[red]{item.outcome.value}:[/] {item.role.value} {item.label} "
+                          f"{item.series_uid}: {item.note}", highlight=False)
     for problem in result.problems:
         console.print(f"[red]problem:[/] {problem}", highlight=False)
     if result.error is not None:

@@ -1,0 +1,217 @@
+"""rtmove collect against the emulated daemons when things go wrong: each failure has its
+exit code and a sentence naming the side at fault, and a re-run after a transient
+fault moves only what is missing."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pydicom
+import pytest
+from daemons import make_site, small_archive
+from peers import free_port
+from pydicom.dataset import Dataset
+from pynetdicom.events import Event, EventHandlerType
+
+from client.cli import main
+from client.site import Quirks, Site
+from emulators.archive import Archive
+from emulators.db_daemon import DBDaemon
+from emulators.file_daemon import FileDaemon
+from emulators.serve import with_ports
+from emulators.synthetic import PatientRecipe
+
+pytestmark = pytest.mark.interop
+
+RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+Hook = Callable[[int], None]
+
+
+class HookedFileDaemon(FileDaemon):
+    """The File Daemon, with a test's hook run before each store (the catalog of
+    injectable faults comes with the scenarios issue)."""
+
+    def __init__(self, site: Site, refuse: tuple[str, ...] = ()) -> None:
+        super().__init__(site)
+        self.hook: Hook | None = None
+        self.seen = 0
+        for sop_class in refuse:
+            self.ae.remove_supported_context(sop_class)
+
+    def handlers(self) -> list[EventHandlerType]:
+        [(event, store)] = super().handlers()
+
+        def hooked(ev: Event) -> int | Dataset:
+            self.seen += 1
+            if self.hook is not None:
+                self.hook(self.seen)
+            return store(ev)  # type: ignore[no-any-return]
+
+        return [(event, hooked)]
+
+
+@pytest.fixture(scope="module")
+def archive() -> Iterator[Archive]:
+    archive = small_archive(patients=2, seed=7, slices=8, size=32)
+    yield archive
+    archive.close()
+
+
+@contextmanager
+def daemons(tmp: Path, archive: Archive, *, fd_port: int | None = None,
+            refuse: tuple[str, ...] = (), **db: object,
+            ) -> Iterator[tuple[Site, DBDaemon, HookedFileDaemon]]:
+    site = make_site(tmp, **db)
+    with HookedFileDaemon(site, refuse) as fd, \
+            DBDaemon(with_ports(site, fd_port=fd_port or fd.port), archive) as dbd:
+        yield with_ports(site, dbd.port, fd.port), dbd, fd
+
+
+def rtmove(site: Site, recipe: PatientRecipe, capsys: pytest.CaptureFixture[str],
+           *extra: str) -> tuple[int, dict[str, object]]:
+    code = main(["collect", "--patient", recipe.patient_id, "--plan", recipe.plans[0].uid,
+                 "--port", str(site.db_daemon.port), "--recv-port", str(site.client.port),
+                 "--backoff", "0.01", "--json", "--verify-dir",
+                 str(site.file_daemon.output / recipe.patient_id), *extra])
+    out = capsys.readouterr().out
+    return code, json.loads(out)
+
+
+def collection(recipe: PatientRecipe) -> set[str]:
+    plan = recipe.plans[0]
+    ss = plan.structure_set
+    return {plan.uid, ss.uid, *ss.ct.slice_uids,
+            *(d.uid for d in recipe.doses if d.plan.uid == plan.uid)}
+
+
+def in_folder(folder: Path) -> set[str]:
+    return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
+            for p in folder.rglob("*.dcm")}
+
+
+def test_the_happy_path_to_the_file_daemon(tmp_path: Path, archive: Archive,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = archive.recipe(0)
+    with daemons(tmp_path, archive) as (site, _dbd, fd):
+        code, report = rtmove(site, recipe, capsys, "--write-manifest", str(tmp_path / "m.json"))
+        assert code == 0, report
+        assert in_folder(fd.output) == collection(recipe)
+        assert fd.stored == len(collection(recipe))
+    saved = json.loads((tmp_path / "m.json").read_text())
+    assert {i["outcome"] for c in saved["collections"] for i in c["items"]} == {"arrived"}
+
+
+def test_an_untrusted_client_is_told_to_get_on_the_trusted_list(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    with daemons(tmp_path, archive) as (site, _dbd, fd):
+        code, report = rtmove(site, archive.recipe(0), capsys, "--aet", "STRANGER")
+        assert code == 3
+        assert "rejected this client's AE title STRANGER" in str(report["error"])
+        assert "add STRANGER with this machine's address to the daemon's trusted" \
+            in str(report["error"])
+        assert fd.stored == 0
+
+
+def test_an_unknown_destination_stops_at_once(tmp_path: Path, archive: Archive,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    with daemons(tmp_path, archive) as (site, _dbd, fd):
+        code, report = rtmove(site, archive.recipe(0), capsys, "--dest", "NOSUCH")
+        assert code == 5
+        assert "VMSDBD1 does not know the move destination NOSUCH (status 0xA801)" \
+            in str(report["error"])
+        assert fd.stored == 0
+
+
+def test_a_destination_that_is_down_is_named(tmp_path: Path, archive: Archive,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with daemons(tmp_path, archive, fd_port=free_port()) as (site, _dbd, _fd):
+        code, report = rtmove(site, archive.recipe(0), capsys, "--retries", "1")
+        assert code == 5, report
+        assert "could not deliver any object to VMSFD" in str(report["error"])
+        assert "check that vmsfd is running" in str(report["error"]).lower()
+
+
+def test_an_abort_halfway_through_the_ct_then_a_rerun_moves_only_the_rest(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = archive.recipe(0)
+    with daemons(tmp_path, archive) as (site, dbd, fd):
+        def cut(seen: int) -> None:  # plan, structure set, then 3 CT slices: cut the client
+            if seen == 5:
+                for assoc in dbd.ae.active_associations:
+                    if assoc.requestor.ae_title == site.client.ae_title:
+                        assoc.abort()
+
+        fd.hook = cut
+        code, report = rtmove(site, recipe, capsys, "--retries", "0")
+        assert code == 8, report  # incomplete
+        first = in_folder(fd.output)
+        missing = collection(recipe) - first
+        assert missing and first
+        outcomes = {i["role"]: i["outcome"]
+                    for c in report["manifest"]["collections"] for i in c["items"]}
+        assert outcomes["image-series"] == "incomplete"
+
+        fd.hook = None
+        before = fd.stored
+        code, report = rtmove(site, recipe, capsys)
+        assert code == 0, report
+        assert in_folder(fd.output) == collection(recipe)
+        assert fd.stored - before == len(missing)  # only what was missing moved again
+
+
+def test_with_retries_the_abort_is_survived_in_one_run(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = archive.recipe(0)
+    with daemons(tmp_path, archive) as (site, dbd, fd):
+        def cut(seen: int) -> None:
+            if seen == 5:
+                for assoc in dbd.ae.active_associations:
+                    if assoc.requestor.ae_title == site.client.ae_title:
+                        assoc.abort()
+
+        fd.hook = cut
+        code, report = rtmove(site, recipe, capsys)
+        assert code == 0, report
+        assert in_folder(fd.output) == collection(recipe)
+
+
+def test_a_destination_refusing_rt_dose_leaves_the_dose_missing(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = archive.recipe(0)
+    with daemons(tmp_path, archive, refuse=(RT_DOSE,)) as (site, _dbd, fd):
+        code, report = rtmove(site, recipe, capsys, "--retries", "1")
+        assert code == 8, report
+        doses = {d.uid for d in recipe.doses if d.plan.uid == recipe.plans[0].uid}
+        assert in_folder(fd.output) == collection(recipe) - doses
+        items = [i for c in report["manifest"]["collections"] for i in c["items"]]
+        assert {i["outcome"] for i in items if i["role"] == "dose"} == {"failed"}
+        assert all("most likely does not accept its SOP class" in i["note"]
+                   for i in items if i["role"] == "dose")
+        assert {i["outcome"] for i in items if i["role"] != "dose"} == {"arrived"}
+
+
+def test_success_after_a_partial_series_is_caught_and_completed(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = archive.recipe(0)
+    with daemons(tmp_path, archive, quirks=Quirks(partial_move_fraction=0.5)) \
+            as (site, _dbd, fd):
+        code, report = rtmove(site, recipe, capsys)
+        assert code == 0, report
+        assert in_folder(fd.output) == collection(recipe)
+
+
+def test_without_a_folder_to_look_in_the_counts_still_catch_a_partial_series(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = archive.recipe(0)
+    with daemons(tmp_path, archive, quirks=Quirks(partial_move_fraction=0.5)) \
+            as (site, _dbd, _fd):
+        code = main(["collect", "--patient", recipe.patient_id, "--plan", recipe.plans[0].uid,
+                     "--port", str(site.db_daemon.port), "--recv-port", str(site.client.port),
+                     "--backoff", "0.01", "--retries", "1", "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 8, report
+        items = [i for c in report["manifest"]["collections"] for i in c["items"]]
+        assert {i["outcome"] for i in items if i["role"] == "image-series"} == {"incomplete"}
