@@ -48,21 +48,23 @@ class RichProgress(ProgressSink):
 
 
 def summary(manifest: Manifest) -> Table:
+    """One row per object; a CT shared by two plans shows once, under the first."""
     table = Table(title=f"Patient {manifest.patient_id} {manifest.patient_name}".rstrip()
                   + f" -> {manifest.destination or '?'}")
-    for column in ("plan", "role", "what", "level", "instances", "outcome", "missing"):
-        table.add_column(column, justify="right" if column in ("instances", "missing")
-                         else "left")
+    several = len(manifest.collections) > 1
+    columns = ("plan", "role", "what", "level", "n", "outcome", "missing")
+    for column in columns[0 if several else 1:]:
+        table.add_column(column, justify="right" if column in ("n", "missing") else "left")
     seen: set[tuple[str, str, tuple[str, ...]]] = set()
     for c in manifest.collections:
         for item in c.items:
-            again = item.key in seen
+            if item.key in seen:
+                continue
             seen.add(item.key)
-            table.add_row(c.plan_label or c.plan_uid[-12:], item.role.value, item.label,
-                          item.level, str(len(item.sop_uids)),
-                          f"[{_STYLE[item.outcome]}]{item.outcome.value}[/]"
-                          + (" (same as above)" if again else ""),
-                          str(len(item.missing)) if item.missing else "")
+            row = [item.role.value, item.label, item.level, str(len(item.sop_uids)),
+                   f"[{_STYLE[item.outcome]}]{item.outcome.value}[/]",
+                   str(len(item.missing)) if item.missing else ""]
+            table.add_row(*([c.plan_label or c.plan_uid[-12:]] if several else []), *row)
     return table
 
 

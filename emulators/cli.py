@@ -31,6 +31,7 @@ from .cli_common import (
     interactive,
     synthetic_config,
 )
+from .demo import add_demo
 from .files import safe_name, write_patient
 from .preview import render_preview
 from .serve import add_patients, add_serve
@@ -205,6 +206,7 @@ COMMANDS: tuple[Callable[[SubParsers[argparse.ArgumentParser]], None], ...] = (
     _add_preview,
     add_serve,
     add_patients,
+    add_demo,
 )
 
 

@@ -95,7 +95,7 @@ def _report(args: argparse.Namespace, result: RunResult, out: Path | None) -> in
             "warnings": manifest.warnings(), "problems": result.problems,
             "manifest_path": str(path), "manifest": manifest.to_json()}, ensure_ascii=False))
         return int(kind)
-    console = Console()
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     console.print(summary(manifest))
     for warning in manifest.warnings():
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
