@@ -7,12 +7,14 @@ association (trust, AE titles, network) here, statuses in :mod:`client.statuses`
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
+from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.events import Event
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelMove,
@@ -38,6 +40,30 @@ _CONTEXTS: dict[Model, str] = {
 FIND, MOVE = Model.STUDY_FIND, Model.STUDY_MOVE
 
 Progress = Callable[[int, int, int], None]  # completed, failed, remaining
+_PENDING = (0xFF00, 0xFF01)
+_FIND_ATTEMPTS = 3
+
+
+def _quiesce(assoc: Association) -> None:
+    """Make sure pynetdicom's reactor thread is really paused before a request.
+
+    pynetdicom 3.0 pauses its association reactor before each ``send_c_*`` by clearing
+    an event and then trusting a flag the reactor sets *before* it waits; a reactor
+    that read the event just before it was cleared runs one more loop and can take a
+    response off the queue, which pynetdicom then drops ("Received unexpected C-FIND
+    service message"): a C-FIND silently loses a match, a C-MOVE its final response.
+    Seen against dcmqrscp and Orthanc under load. Clearing early and letting that one
+    loop finish before sending closes the window; lost matches are also counted
+    (EVT_DIMSE_RECV) and the query repeated, in case a reactor is slower still.
+    """
+    checkpoint = getattr(assoc, "_reactor_checkpoint", None)
+    if checkpoint is None:  # another pynetdicom: nothing to do
+        return
+    checkpoint.clear()
+    time.sleep(0.003)  # the reactor sleeps 1 ms per loop: let a stale one finish
+    deadline = time.monotonic() + 1.0
+    while not getattr(assoc, "_is_paused", True) and time.monotonic() < deadline:
+        time.sleep(0.0005)
 
 
 @dataclass
@@ -49,6 +75,7 @@ class Session:
     _assoc: Association | None = field(default=None, init=False)
     finds: int = field(default=0, init=False)
     moves: int = field(default=0, init=False)
+    _pending_seen: int = field(default=0, init=False)  # C-FIND matches that reached us
 
     def __enter__(self) -> Session:
         return self
@@ -78,7 +105,8 @@ class Session:
             ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.timeout
             ae.connection_timeout = min(s.timeout, 15.0)
             self._ae = ae
-        assoc = self._ae.associate(s.host, s.port, ae_title=s.aec, evt_handlers=NO_DELAY)
+        assoc = self._ae.associate(s.host, s.port, ae_title=s.aec, evt_handlers=[
+            *NO_DELAY, (evt.EVT_DIMSE_RECV, self._on_message)])
         rsp = assoc.acceptor.primitive
         if assoc.is_rejected and rsp is not None:
             raise AssociationRejected(int(rsp.result or 0), int(rsp.result_source or 0),
@@ -111,12 +139,31 @@ class Session:
 
     # -- operations -------------------------------------------------------------------
 
+    def _on_message(self, event: Event) -> None:
+        """Count C-FIND matches as they arrive, before pynetdicom can lose one."""
+        command = getattr(event.message, "command_set", None)
+        if command is not None and command.get("CommandField") == 0x8020 \
+                and command.get("Status") in _PENDING:
+            self._pending_seen += 1
+
     def find(self, identifier: Dataset) -> list[Dataset]:
         """Every match of a Study Root C-FIND; a failure status raises."""
+        for attempt in range(1, _FIND_ATTEMPTS + 1):
+            self._pending_seen = 0
+            matches = self._find_once(identifier)
+            if self._pending_seen <= len(matches):
+                return matches
+            log.warning("C-FIND lost %d of %d matches inside pynetdicom (attempt %d); "
+                        "asking again", self._pending_seen - len(matches), self._pending_seen,
+                        attempt)
+        raise self._lost("C-FIND (matches kept getting lost)")
+
+    def _find_once(self, identifier: Dataset) -> list[Dataset]:
         assoc = self._association()
         self.finds += 1
         matches: list[Dataset] = []
         level = identifier.get("QueryRetrieveLevel", "?")
+        _quiesce(assoc)
         for status, ds in assoc.send_c_find(identifier, _CONTEXTS[FIND]):
             if status is None or "Status" not in status:
                 raise self._lost(f"C-FIND at {level} level")
@@ -136,6 +183,7 @@ class Session:
         assoc = self._association()
         self.moves += 1
         last: Dataset | None = None
+        _quiesce(assoc)
         for status, _ in assoc.send_c_move(identifier, destination, _CONTEXTS[MOVE]):
             if status is None or "Status" not in status:
                 raise self._lost(f"C-MOVE to {destination}")

@@ -16,12 +16,17 @@ import pytest
 from emulators.files import write_patient
 from emulators.synthetic import PatientRecipe
 
+# Debian installs daemons such as Orthanc in /usr/sbin, which a user's PATH may lack.
+_SBIN = os.pathsep.join(("/usr/local/sbin", "/usr/sbin", "/sbin"))
+
 
 def require_tool(name: str) -> str:
-    """The path of the executable ``name``; skip the test without it (fail under CI)."""
-    path = shutil.which(name)
+    """The path of the executable ``name`` (PATH, then the sbin folders); skip the test
+    without it (fail under CI)."""
+    path = shutil.which(name) or shutil.which(name, path=_SBIN)
     if path is None:
-        message = f"{name!r} is not on PATH (install DCMTK / dicom3tools to run this test)"
+        message = (f"{name!r} is not on PATH (install DCMTK / dicom3tools / Orthanc to run "
+                   "this test)")
         if os.environ.get("CI"):
             pytest.fail(f"CI is set but {message}")
         pytest.skip(message)

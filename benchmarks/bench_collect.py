@@ -1,0 +1,477 @@
+"""rtmove's own overhead: ``collect`` of one plan beside the bare movescu calls it replaces.
+
+    python benchmarks/bench_collect.py              # full: 120-slice 512x512 CT, median of 3
+    python benchmarks/bench_collect.py --short      # CI: 12 slices of 64x64, checks it works
+    python benchmarks/bench_collect.py --profile    # + cProfile of one collect if over the goal
+
+A site script moves a plan's collection with one SERIES-level movescu for the CT and
+one IMAGE-level movescu per RT object, and nothing else. rtmove must first find the
+objects (C-FINDs, and the RT objects' headers moved to itself and read) and then
+checks what arrived (every file read back, references checked). The project's goal:
+that work costs under 20% of the move itself. Both move the same objects from the
+emulated DB Daemon to the emulated File Daemon (the default site layout, on free
+ports); rtmove also once to itself (``--dest self``).
+
+The daemons run in a child process by default, as the real ones run on another
+machine: in the benchmark's own process they would share its GIL with the client,
+which slows both and charges the daemons' work to rtmove but not to movescu
+(``--in-process`` shows that arrangement). DCMTK tools run with TCP_NODELAY=1.
+
+rtmove's figures: ``resolve`` and the moves are the client's own timings (the run's
+``manifest.extra``); ``verify`` (reading the arrived files, checking references) is
+timed inside the moves by wrapping :mod:`client.verify` and taken out of them;
+``other`` is the rest of the call (starting and stopping its Storage SCP, releasing
+the association). ``CPU`` is the client process's CPU time, all threads (with the
+daemons elsewhere), beside the movescu processes'. Each figure is the median of
+``--repeat`` runs, after one warm-up run (``1st run``).
+
+``--source files`` serves stored files instead of rebuilding each object from its
+recipe for every request, as the real DB Daemon does: the emulator's generation cost
+(the structure set's contours, above all) then no longer weighs on every move.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import dataclasses
+import functools
+import io
+import json
+import multiprocessing
+import os
+import pstats
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+
+import client.collect
+import client.verify
+from client.collect import RunResult, collect
+from client.files import archive_path
+from client.manifest import Item, Outcome
+from client.resolve import PlanChoice
+from client.session import Progress, Session
+from client.settings import SELF, from_site
+from client.site import Site, default_site
+from client.statuses import MoveResult
+from emulators.archive import Archive
+from emulators.files import write_patient
+from emulators.serve import serving, with_ports
+from emulators.synthetic import SyntheticConfig, make_recipe
+
+ENV = {**os.environ, "TCP_NODELAY": "1"}
+GOAL = 0.20  # the client's own overhead, as a fraction of the move time
+PROFILE_TOP = 25
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- the daemons --------------------------------------------------------------------------
+
+def _make_site(fd_out: Path, recv_port: int) -> Site:
+    """The embedded default site on free ports; the client entry carries rtmove's receive
+    port, so the DB Daemon's derived trusted map lets moves to rtmove itself through."""
+    site = with_ports(default_site(), db_port=0, fd_port=0)
+    return dataclasses.replace(
+        site, file_daemon=dataclasses.replace(site.file_daemon, output=fd_out),
+        client=dataclasses.replace(site.client, port=recv_port))
+
+
+def _archive(config: SyntheticConfig, source: str, folder: Path) -> Archive:
+    """The one-patient archive: rebuilt from the recipe on each request (``recipe``, the
+    default), or the same objects written to ``folder`` first and read back (``files``,
+    as a real archive serves stored files)."""
+    if source == "recipe":
+        return Archive.synthetic(config, 1)
+    write_patient(make_recipe(config, 0), folder)
+    return Archive.from_folder(folder)[0]
+
+
+def _serve_child(site: Site, config: SyntheticConfig, source: str, folder: Path,
+                 conn: Connection) -> None:
+    """Child process: both daemons until the parent says stop (or goes away)."""
+    archive = _archive(config, source, folder)
+    try:
+        with serving(site, archive) as (dbd, fd):
+            conn.send((dbd.port, fd.port))
+            with suppress(EOFError):  # the parent went away: stop as well
+                conn.recv()
+    finally:
+        archive.close()
+
+
+@contextmanager
+def _daemons(site: Site, config: SyntheticConfig, source: str, folder: Path,
+             in_process: bool) -> Iterator[int]:
+    """Both daemons over a one-patient synthetic archive; yields the DB Daemon's port."""
+    if in_process:
+        archive = _archive(config, source, folder)
+        try:
+            with serving(site, archive) as (dbd, _fd):
+                yield dbd.port
+        finally:
+            archive.close()
+        return
+    ctx = multiprocessing.get_context("spawn")  # no threads or sockets inherited
+    parent, child = ctx.Pipe()
+    proc = ctx.Process(target=_serve_child, args=(site, config, source, folder, child), daemon=True)
+    proc.start()
+    try:
+        try:
+            db_port, _fd_port = parent.recv() if parent.poll(60) else (None, None)
+        except EOFError:  # the child failed; its traceback is on stderr
+            db_port = None
+        if db_port is None:
+            raise RuntimeError("the daemons did not start (see the child's error above)")
+        yield int(db_port)
+    finally:
+        with suppress(OSError):  # the child may be gone already
+            parent.send("stop")
+        proc.join(30)
+        if proc.is_alive():
+            proc.terminate()
+
+
+# -- rtmove -------------------------------------------------------------------------------
+
+class _VerifyClock:
+    """Seconds spent in :mod:`client.verify` (reading arrived files, checking references)
+    during one run, counted once however the calls nest."""
+
+    TIMED = ((client.verify.Folder, "settle"), (client.verify.Folder, "read"),
+             (client.collect, "reference_problems"))
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self._depth = 0
+        self._saved: list[tuple[object, str, Any]] = []
+
+    def __enter__(self) -> _VerifyClock:
+        for owner, name in self.TIMED:
+            original = getattr(owner, name)
+            self._saved.append((owner, name, original))
+            setattr(owner, name, self._timed(original))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for owner, name, original in reversed(self._saved):
+            setattr(owner, name, original)
+        self._saved.clear()
+
+    def _timed(self, function: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(function)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self._depth -= 1
+                if self._depth == 0:
+                    self.seconds += time.perf_counter() - start
+        return timed
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What one benchmark moves, and where it lands."""
+
+    patient_id: str
+    plan_uid: str
+    expected: frozenset[str]  # the collection's SOP Instance UIDs, from the recipe
+    names: dict[str, str]  # SOP Instance or Series UID -> what it is, for the profile
+    fd_folder: Path  # the File Daemon's folder for the patient
+    self_out: Path  # rtmove's output for --dest self
+
+
+def _clear(folder: Path) -> None:
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _collect_once(target: Target, db_port: int, site: Site, dest: str,
+                  ) -> tuple[dict[str, float], RunResult]:
+    """One ``collect`` to ``dest`` (the File Daemon, or SELF), its figures and result."""
+    _clear(target.fd_folder)
+    _clear(target.self_out)
+    to_self = dest == SELF
+    settings = from_site(site, port=db_port, recv_port=site.client.port,
+                         dest=SELF if to_self else None,
+                         out=target.self_out if to_self else None)
+    with _VerifyClock() as clock:
+        start, cpu = time.perf_counter(), time.process_time()
+        result = collect(settings, target.patient_id, PlanChoice(uid=target.plan_uid),
+                         verify_dir=None if to_self else target.fd_folder)
+        total, cpu = time.perf_counter() - start, time.process_time() - cpu
+    _check(result, target, dest)
+    extra = result.manifest.extra
+    resolve, moves = float(extra["resolve_seconds"]), float(extra["move_seconds"])
+    return {"total": total, "resolve": resolve, "move": moves - clock.seconds,
+            "verify": clock.seconds, "other": total - resolve - moves, "cpu": cpu,
+            "finds": extra["finds"], "header_moves": extra["header_moves"],
+            "moves": extra["moves"]}, result
+
+
+def _check(result: RunResult, target: Target, dest: str) -> None:
+    """A benchmark of a run that did not move everything would measure nothing."""
+    items = result.manifest.items()
+    uids = {u for item in items for u in item.sop_uids}
+    if result.error is not None or result.problems or uids != target.expected \
+            or any(item.outcome is not Outcome.ARRIVED for item in items):
+        raise RuntimeError(f"rtmove collect to {dest} failed: error={result.error}, "
+                           f"problems={result.problems}, "
+                           f"outcomes={[i.outcome.value for i in items]}, "
+                           f"{len(uids & target.expected)} of {len(target.expected)} objects")
+
+
+# -- bare movescu ---------------------------------------------------------------------------
+
+def _movescu_argv(site: Site, db_port: int, item: Item) -> list[str]:
+    """What a site script runs: a SERIES move for the images, an IMAGE move per RT object."""
+    keys = [f"0008,0052={item.level}", f"0020,000D={item.study_uid}",
+            f"0020,000E={item.series_uid}"]
+    if item.level == "IMAGE":
+        keys.append(f"0008,0018={item.sop_uids[0]}")
+    return ["movescu", "-S", "-aet", site.client.ae_title, "-aec", site.db_daemon.ae_title,
+            "-aem", site.file_daemon.ae_title, *(a for k in keys for a in ("-k", k)),
+            "127.0.0.1", str(db_port)]
+
+
+def _movescu_once(target: Target, calls: list[list[str]]) -> dict[str, float]:
+    """The sum of the movescu processes' wall times; every object must have arrived."""
+    _clear(target.fd_folder)
+    total, cpu = 0.0, _children_cpu()
+    for argv in calls:
+        start = time.perf_counter()
+        subprocess.run(argv, check=True, env=ENV, capture_output=True)
+        total += time.perf_counter() - start
+    arrived = sum(1 for _ in target.fd_folder.glob("*.dcm"))
+    if arrived != len(target.expected):
+        raise RuntimeError(f"movescu: {arrived} of {len(target.expected)} files arrived")
+    return {"total": total, "cpu": _children_cpu() - cpu}
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the waited-for child processes (the movescu runs) so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+# -- the run ------------------------------------------------------------------------------
+
+def _medians(runs: list[dict[str, float]]) -> dict[str, float]:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def _repeat(repeat: int, once: Callable[[], dict[str, float]]) -> dict[str, Any]:
+    first = once()  # warm-up: imports, contexts built once, the daemons' first association
+    runs = [once() for _ in range(repeat)]
+    figures: dict[str, Any] = _medians(runs)
+    figures["first_run"] = first["total"]
+    figures["runs"] = [run["total"] for run in runs]  # outliers (e.g. a retried move) show
+    return figures
+
+
+def _ratios(row: dict[str, Any], movescu: float) -> None:
+    row["overhead"] = (row["total"] - movescu) / movescu
+    row["client_share"] = (row["resolve"] + row["verify"]) / row["move"]
+
+
+class _OperationLog:
+    """Each DICOM operation of one run, timed: where rtmove waits, which cProfile (seeing
+    only lock waits) cannot tell apart."""
+
+    def __init__(self, names: dict[str, str]) -> None:
+        self.names = names  # SOP Instance or Series UID -> what it is
+        self.rows: list[tuple[str, float]] = []
+        self._saved: dict[str, Any] = {}
+
+    def __enter__(self) -> _OperationLog:
+        self._saved = {"find": Session.find, "move": Session.move}
+        log = self
+
+        def find(session: Session, identifier: Dataset) -> list[Dataset]:
+            start = time.perf_counter()
+            matches: list[Dataset] = log._saved["find"](session, identifier)
+            log.rows.append((f"C-FIND {identifier.QueryRetrieveLevel}: {len(matches)} "
+                             "match(es)", time.perf_counter() - start))
+            return matches
+
+        def move(session: Session, identifier: Dataset, destination: str,
+                 progress: Progress | None = None) -> MoveResult:
+            start = time.perf_counter()
+            result: MoveResult = log._saved["move"](session, identifier, destination, progress)
+            what = log.names.get(str(identifier.get("SOPInstanceUID", "")),
+                                 log.names.get(str(identifier.SeriesInstanceUID), "?"))
+            log.rows.append((f"C-MOVE {identifier.QueryRetrieveLevel} {what} -> "
+                             f"{destination}", time.perf_counter() - start))
+            return result
+
+        setattr(Session, "find", find)  # noqa: B010 (mypy refuses a method assignment)
+        setattr(Session, "move", move)  # noqa: B010
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name, original in self._saved.items():
+            setattr(Session, name, original)
+
+    def text(self) -> str:
+        return "\n".join(f"  {seconds:7.3f} s  {label}" for label, seconds in self.rows)
+
+
+def profile_collect(target: Target, db_port: int, site: Site) -> str:
+    """One collect to the File Daemon: its DICOM operations timed, then cProfile's top
+    entries by cumulative time. cProfile sees this (main) thread only: rtmove's Storage
+    SCP and pynetdicom's reader threads, and the daemons, appear as waits."""
+    _clear(target.fd_folder)
+    settings = from_site(site, port=db_port, recv_port=site.client.port)
+    profiler = cProfile.Profile()
+    with _OperationLog(target.names) as operations:
+        profiler.enable()
+        result = collect(settings, target.patient_id, PlanChoice(uid=target.plan_uid),
+                         verify_dir=target.fd_folder)
+        profiler.disable()
+    _check(result, target, "the File Daemon (profiled)")
+    out = io.StringIO()
+    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(PROFILE_TOP)
+    return (f"rtmove's DICOM operations, in order:\n{operations.text()}\n\n"
+            f"cProfile (top {PROFILE_TOP} by cumulative time):\n{out.getvalue()}")
+
+
+def run(slices: int, size: int, repeat: int, *, source: str = "recipe",
+        in_process: bool = False, profile: bool = False) -> dict[str, Any]:
+    """Every measurement; the figures as one JSON-ready dict (with ``profile`` text when
+    asked for and rtmove is over the goal)."""
+    config = SyntheticConfig(seed=0, slices=slices, rows=size, columns=size)
+    recipe = make_recipe(config, 0)
+    plan = recipe.plans[0]
+    ss = plan.structure_set
+    doses = [d for d in recipe.doses if d.plan.uid == plan.uid]
+    names = {plan.uid: "RTPLAN", ss.uid: "RTSTRUCT", ss.ct.series.uid: "CT series",
+             **{d.uid: "RTDOSE" for d in doses}}
+    expected = frozenset({plan.uid, ss.uid, *ss.ct.slice_uids, *(d.uid for d in doses)})
+    with tempfile.TemporaryDirectory(prefix="bench-collect-") as tmp_name:
+        tmp = Path(tmp_name)
+        site = _make_site(tmp / "fd", _free_port())
+        target = Target(recipe.patient_id, plan.uid, expected, names,
+                        archive_path(tmp / "fd", recipe.patient_id, "CT", "x").parent,
+                        tmp / "self")
+        with _daemons(site, config, source, tmp / "archive", in_process) as db_port:
+            rows: dict[str, Any] = {}
+            results: list[RunResult] = []
+
+            def rtmove(dest: str) -> dict[str, float]:
+                figures, result = _collect_once(target, db_port, site, dest)
+                results.append(result)
+                return figures
+
+            rows["rtmove"] = _repeat(repeat, lambda: rtmove(site.file_daemon.ae_title))
+            rows["rtmove_self"] = _repeat(repeat, lambda: rtmove(SELF))
+            items = results[0].manifest.items()
+            calls = [_movescu_argv(site, db_port, item) for item in items]
+            rows["movescu"] = _repeat(repeat, lambda: _movescu_once(target, calls))
+            movescu = rows["movescu"]["total"]
+            for name in ("rtmove", "rtmove_self"):
+                _ratios(rows[name], movescu)
+                if in_process:  # this process's CPU time is the daemons' too
+                    rows[name]["cpu"] = None
+            report: dict[str, Any] = {
+                "slices": slices, "size": size, "repeat": repeat, "source": source,
+                "daemons": "in process" if in_process else "child process",
+                "objects": sum(len(i.sop_uids) for i in items
+                               if i.outcome is Outcome.ARRIVED),
+                "expected_objects": len(expected), "movescu_calls": len(calls),
+                **rows, "overhead": rows["rtmove"]["overhead"],
+                "client_share": rows["rtmove"]["client_share"], "goal": GOAL}
+            report["over_goal"] = report["overhead"] > GOAL
+            if profile and report["over_goal"]:
+                report["profile"] = profile_collect(target, db_port, site)
+    return report
+
+
+# -- output -------------------------------------------------------------------------------
+
+def _seconds(value: float | None, width: int) -> str:
+    return f"{'-' if value is None else f'{value:.3f}':>{width}}"
+
+
+def _table(report: dict[str, Any]) -> str:
+    size = report["size"]
+    lines = [f"rtmove collect vs bare movescu: one plan, {report['slices']}-slice {size}x{size} "
+             f"CT + structure set + plan + dose(s) = {report['objects']} objects",
+             f"median of {report['repeat']} run(s); daemons in a {report['daemons']}, serving "
+             f"the archive from {report['source']}; seconds",
+             f"{'':<28}{'total':>7}{'resolve':>8}{'moves':>7}{'verify':>7}{'other':>7}"
+             f"{'CPU':>7}{'overhead':>9}{'client':>8}{'1st run':>8}"]
+    for key, label in (("rtmove", "rtmove collect -> VMSFD"),
+                       ("rtmove_self", "rtmove collect --dest self")):
+        row = report[key]
+        lines.append(f"{label:<28}{row['total']:>7.3f}{row['resolve']:>8.3f}"
+                     f"{row['move']:>7.3f}{row['verify']:>7.3f}{row['other']:>7.3f}"
+                     f"{_seconds(row['cpu'], 7)}{row['overhead']:>9.1%}"
+                     f"{row['client_share']:>8.1%}{row['first_run']:>8.3f}")
+    row = report["movescu"]
+    label = f"movescu x{report['movescu_calls']} -> VMSFD"
+    lines.append(f"{label:<28}{row['total']:>7.3f}{'':>29}{row['cpu']:>7.3f}{'':>17}"
+                 f"{row['first_run']:>8.3f}")
+    r, rs = report["rtmove"], report["rtmove_self"]
+    lines += [
+        f"rtmove: {r['finds']:g} C-FINDs, {r['header_moves']:g} header moves to itself, then "
+        f"{r['moves']:g} moves to VMSFD ({rs['moves']:g} with --dest self: the RT objects "
+        "read while resolving are kept).",
+        "overhead = (rtmove total - movescu total) / movescu total (for --dest self too, "
+        "though its moves end in rtmove); client = (resolve + verify) / moves; CPU: the "
+        "client's process (all its threads), or the movescu processes."]
+    if report["over_goal"]:
+        lines.append(f"NOTE: rtmove's overhead {report['overhead']:.1%} is above the "
+                     f"{GOAL:.0%} goal (--profile shows where its time goes).")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--short", action="store_true", help="tiny sizes for CI")
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--repeat", type=int, default=3, metavar="N",
+                        help="measured runs of each (median reported; default: %(default)s)")
+    parser.add_argument("--profile", action="store_true",
+                        help=f"profile one collect when the overhead is above {GOAL * 100:.0f}%%")
+    parser.add_argument("--source", choices=("recipe", "files"), default="recipe",
+                        help="the DB Daemon rebuilds each object from its recipe, or serves "
+                             "files written beforehand (default: %(default)s)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run the daemons in this process (sharing its GIL with rtmove)")
+    args = parser.parse_args(argv)
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
+    slices, size = (12, 64) if args.short else (120, 512)
+    report = run(slices, size, args.repeat, source=args.source, in_process=args.in_process,
+                 profile=args.profile)
+    profile = report.pop("profile", None)
+    print(json.dumps(report, indent=2) if args.json else _table(report))
+    side = sys.stderr if args.json else sys.stdout  # --json: stdout is the JSON alone
+    if profile is not None:
+        print(f"\nProfile of one rtmove collect -> VMSFD\n{profile}", file=side)
+    elif args.profile:
+        print(f"\nno profile: the overhead is within the {GOAL:.0%} goal", file=side)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
