@@ -91,7 +91,11 @@ def explain_rejection(result: int, source: int, reason: int, calling: str, calle
         address = peer.rpartition(" at ")[2]
         return (f"The server at {address} does not answer to the AE title {called} (called AE "
                 f"title not recognized; {code}): check the daemon's AE title in the site file "
-                "or --aec (the DB Daemon is often VMSDBD or VMSDBD1, the File Daemon VMSFD).")
+                "or --aec (the DB Daemon is often VMSDBD or VMSDBD1, the File Daemon VMSFD). "
+                f"If {called} is right, the server may not know this client: some servers "
+                f"(DCMTK's dcmqrscp) give this reason for an unknown calling AE title, so ask "
+                f"for {calling} with this machine's address to be added to its trusted "
+                "application entities.")
     head = f"{peer} rejected the association {kind}: {words} ({code})."
     if result == 2:
         return f"{head} Retry later; the server is busy or at its association limit."

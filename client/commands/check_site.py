@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from client.check_site import Check, live_checks, static_checks
 from client.errors import Kind
+from client.live_probes import find_probe, trial_move_probe
 from client.settings import from_site
 from client.site import SiteError, load_site
 
@@ -31,6 +32,9 @@ def register(commands: SubParsers) -> None:
     p.add_argument("site_file", type=Path, metavar="SITE.toml", help="the site file to check")
     p.add_argument("--live", action="store_true",
                    help="also C-ECHO the DB Daemon and the File Daemon as the client")
+    p.add_argument("--patient", metavar="ID",
+                   help="with --live: C-FIND this patient and move one of its RT objects to "
+                        "this client (the trial move proves the daemon can reach us)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="seconds to wait for each daemon's answer with --live "
                         "(default: %(default)s)")
@@ -49,7 +53,9 @@ def _check_site(args: argparse.Namespace) -> int:
     static = [Check(LOAD, True, f"read {args.site_file}"), *static_checks(site)]
     live: list[Check] = []
     if args.live:
-        live = live_checks(site, from_site(site, timeout=args.timeout), timeout=args.timeout)
+        settings = from_site(site, timeout=args.timeout)
+        probes = [find_probe(settings, args.patient), trial_move_probe(settings, args.patient)]
+        live = live_checks(site, settings, timeout=args.timeout, probes=probes)
     _report(args, [*static, *live], args.site_file)
     return exit_code(static, live)
 

@@ -55,9 +55,35 @@ def test_live_checks_pass_against_running_daemons(
 
         path = _site_file(tmp_path, dbd.port, fd.port, site.client.port)
         assert main(["check-site", str(path), "--live", "--json", "--timeout", "5"]) == 0
-    report = json.loads(capsys.readouterr().out)
-    assert report["ok"] is True
-    assert [c["name"] for c in report["checks"]][-2:] == ["echo-db-daemon", "echo-file-daemon"]
+        report = json.loads(capsys.readouterr().out)
+        assert report["ok"] is True
+        live = {c["name"]: c for c in report["checks"][-4:]}
+        assert list(live) == ["echo-db-daemon", "echo-file-daemon", "find-study-root",
+                              "trial-move"]
+        assert live["trial-move"]["skipped"]  # no --patient: nothing to move
+
+        patient = archive.recipe(0).patient_id
+        assert main(["check-site", str(path), "--live", "--json", "--patient", patient]) == 0
+        report = json.loads(capsys.readouterr().out)
+        live = {c["name"]: c for c in report["checks"][-4:]}
+        assert live["trial-move"]["ok"] and not live["trial-move"]["skipped"]
+        assert f"to DCMTK on port {site.client.port}" in live["trial-move"]["detail"]
+
+
+def test_a_wrong_receive_port_fails_the_trial_move(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    """The daemon's entry for the client names one port, the client listens on another:
+    echo and find pass, only the trial move shows it."""
+    with running_daemons(tmp_path, archive) as (site, dbd, fd):
+        path = _site_file(tmp_path, dbd.port, fd.port, free_port())
+        patient = archive.recipe(0).patient_id
+        code = main(["check-site", str(path), "--live", "--json", "--patient", patient,
+                     "--timeout", "5"])
+        report = json.loads(capsys.readouterr().out)
+    live = {c["name"]: c for c in report["checks"][-4:]}
+    assert live["find-study-root"]["ok"]
+    assert not live["trial-move"]["ok"], live["trial-move"]
+    assert code == int(Kind.DESTINATION)
 
 
 def test_untrusted_client_fails_the_db_daemon_echo(tmp_path: Path, archive: Archive) -> None:
@@ -98,4 +124,8 @@ def test_stopped_daemon_is_unreachable(tmp_path: Path,
     assert not checks["echo-db-daemon"]["ok"]
     assert "No association with VMSDBD1 at 127.0.0.1:" in checks["echo-db-daemon"]["detail"]
     assert not checks["echo-file-daemon"]["ok"]
-    assert all(checks[name]["ok"] for name in checks if not name.startswith("echo-"))
+    assert checks["find-study-root"]["skipped"] and checks["trial-move"]["skipped"]
+    static = [c for name, c in checks.items()
+              if name not in ("echo-db-daemon", "echo-file-daemon", "find-study-root",
+                              "trial-move")]
+    assert all(c["ok"] for c in static)
