@@ -74,7 +74,7 @@ def test_a_wrong_receive_port_fails_the_trial_move(
         tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     """The daemon's entry for the client names one port, the client listens on another:
     echo and find pass, only the trial move shows it."""
-    with running_daemons(tmp_path, archive) as (site, dbd, fd):
+    with running_daemons(tmp_path, archive) as (_site, dbd, fd):
         path = _site_file(tmp_path, dbd.port, fd.port, free_port())
         patient = archive.recipe(0).patient_id
         code = main(["check-site", str(path), "--live", "--json", "--patient", patient,
