@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import pydicom
 import pytest
 from archive_servers import archive_server
 from daemons import running_daemons
-from peers import free_port
+from peers import free_port, running
 
 from client.collect import collect
 from client.resolve import PlanChoice
@@ -48,6 +49,7 @@ class Target:
     port: int
     aec: str
     recv_port: int
+    sink: Path  # where DCMTK's storescp, move destination SINK, writes
 
     def settings(self, out: Path, **extra: object) -> Settings:
         values: dict[str, object] = {
@@ -65,8 +67,10 @@ def truth(plan: PlanSpec, recipe: PatientRecipe) -> set[str]:
 
 
 def arrived(folder: Path) -> set[str]:
+    """SOP Instance UIDs of the DICOM files in ``folder`` (storescp writes no suffix)."""
     return {str(pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID)
-            for p in folder.rglob("*.dcm")}
+            for p in folder.rglob("*")
+            if p.is_file() and not p.name.startswith(".") and p.suffix != ".json"}
 
 
 def expected_warnings(plan: PlanSpec, recipe: PatientRecipe) -> set[str]:
@@ -92,22 +96,29 @@ def target(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
            require_tool: Callable[[str], str]) -> Iterator[Target]:
     kind = str(request.param)
     tmp = tmp_path_factory.mktemp(kind)
-    if kind == "emulator":
-        archive = Archive.synthetic(CONFIG, PATIENTS)
-        port = free_port()
-        with running_daemons(tmp, archive, extra=(TrustedAE(CLIENT_AE, "127.0.0.1", port),)
-                             ) as (site, dbd, _fd):
-            yield Target(kind, "127.0.0.1", dbd.port, site.db_daemon.ae_title, port)
-        return
-    require_tool("storescu")
-    require_tool("dcmqrscp" if kind == "dcmqrscp" else "Orthanc")
-    files: list[Path] = []
-    for index in range(PATIENTS):
-        files += write_patient(recipe_of(CONFIG, index), tmp / "files")
-    recv_port = free_port()
-    with archive_server(kind, tmp / "server", files,
-                        {CLIENT_AE: ("127.0.0.1", recv_port)}) as server:
-        yield Target(kind, server.host, server.port, server.ae_title, recv_port)
+    require_tool("storescp")
+    sink, sink_port, recv_port = tmp / "sink", free_port(), free_port()
+    sink.mkdir()
+    with ExitStack() as stack:
+        stack.enter_context(running(["storescp", "-aet", "SINK", "-od", str(sink),
+                                     str(sink_port)], sink_port, tmp / "storescp.log"))
+        if kind == "emulator":
+            archive = Archive.synthetic(CONFIG, PATIENTS)
+            stack.callback(archive.close)
+            site, dbd, _fd = stack.enter_context(running_daemons(
+                tmp, archive, extra=(TrustedAE(CLIENT_AE, "127.0.0.1", recv_port),
+                                     TrustedAE("SINK", "127.0.0.1", sink_port))))
+            yield Target(kind, "127.0.0.1", dbd.port, site.db_daemon.ae_title, recv_port, sink)
+            return
+        require_tool("storescu")
+        require_tool("dcmqrscp" if kind == "dcmqrscp" else "Orthanc")
+        files: list[Path] = []
+        for index in range(PATIENTS):
+            files += write_patient(recipe_of(CONFIG, index), tmp / "files")
+        server = stack.enter_context(archive_server(
+            kind, tmp / "server", files,
+            {CLIENT_AE: ("127.0.0.1", recv_port), "SINK": ("127.0.0.1", sink_port)}))
+        yield Target(kind, server.host, server.port, server.ae_title, recv_port, sink)
 
 
 @pytest.mark.parametrize("index", range(PATIENTS))
@@ -170,3 +181,61 @@ def test_the_exact_command_line_works(target: Target, tmp_path: Path) -> None:
     saved = json.loads((out / "manifest.json").read_text())
     outcomes = {i["outcome"] for c in saved["collections"] for i in c["items"]}
     assert outcomes == {"arrived"}
+
+
+def _rtmove(target: Target, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "client.cli", *argv, "--host", target.host,
+         "--port", str(target.port), "--aec", target.aec, "--aet", CLIENT_AE,
+         "--recv-port", str(target.recv_port), "--json"],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "TCP_NODELAY": "1"},
+        check=False)
+
+
+def test_to_another_destination_the_counts_are_checked(target: Target, tmp_path: Path) -> None:
+    """No folder to look in: the sub-operation counts against the C-FIND count decide."""
+    recipe = recipe_of(CONFIG, 2)
+    plan = recipe.plans[0]
+    before = arrived(target.sink)
+    done = _rtmove(target, "collect", "--patient", recipe.patient_id, "--plan", plan.uid,
+                   "--dest", "SINK", "--write-manifest", str(tmp_path / "m.json"))
+    assert done.returncode == 0, done.stderr + done.stdout
+    report = json.loads(done.stdout)
+    outcomes = {i["outcome"] for c in report["manifest"]["collections"] for i in c["items"]}
+    assert outcomes == {"moved"}  # the server says so; nobody looked
+    assert arrived(target.sink) - before == truth(plan, recipe)
+
+
+def test_find_lists_the_plans_with_label_approval_and_doses(target: Target) -> None:
+    recipe = next(r for r in (recipe_of(CONFIG, i) for i in range(PATIENTS))
+                  if Mess.PLAN_WITHOUT_DOSE in r.mess and Mess.UNAPPROVED_PLAN in r.mess)
+    done = _rtmove(target, "find", "--patient", recipe.patient_id)
+    assert done.returncode == 0, done.stderr
+    plans = {p["sop_instance_uid"]: p for p in json.loads(done.stdout)["plans"]}
+    assert set(plans) == {p.uid for p in recipe.plans}
+    for spec in recipe.plans:
+        got = plans[spec.uid]
+        assert got["label"] == spec.label
+        assert got["approval"] == ("APPROVED" if spec.approved else "UNAPPROVED")
+        assert got["doses"] == sum(d.plan.uid == spec.uid for d in recipe.doses)
+
+
+def test_move_a_hand_written_manifest(target: Target, tmp_path: Path) -> None:
+    """Only UIDs, as exported from a scripting API: the CT by series, the plan by instance."""
+    recipe = recipe_of(CONFIG, 3)
+    plan = recipe.plans[0]
+    ct = plan.structure_set.ct
+    manifest = tmp_path / "uids.json"
+    manifest.write_text(json.dumps({"patient_id": recipe.patient_id, "items": [
+        {"study_uid": ct.study.uid, "series_uid": ct.series.uid},
+        {"study_uid": plan.study.uid, "series_uid": plan.series.uid, "sop_uids": [plan.uid]},
+    ]}))
+    out = tmp_path / "out"
+    done = _rtmove(target, "move", "--manifest", str(manifest), "--dest", "self",
+                   "--out", str(out))
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert arrived(out) == {plan.uid, *ct.slice_uids}
+    saved = json.loads((out / "manifest.json").read_text())
+    [series] = [i for c in saved["collections"] for i in c["items"] if i["level"] == "SERIES"]
+    assert set(series["sop_uids"]) == set(ct.slice_uids)  # learned by C-FIND
+    assert series["outcome"] == "arrived"
