@@ -149,7 +149,8 @@ class Manifest:
     @classmethod
     def load(cls, path: Path) -> Manifest:
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            # utf-8-sig: Windows editors save JSON with a byte order mark.
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
         except OSError as exc:
             raise ManifestError(f"{path}: cannot read ({exc.strerror or exc})") from exc
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:

@@ -33,11 +33,14 @@ class PlanChoice:
     def parse(cls, text: str) -> PlanChoice:
         """``--plan``: a SOP Instance UID, ``all``, ``approved``, or an RT Plan Label."""
         word = text.strip()
+        if not word:
+            raise ValueError("--plan needs a UID, a label, 'all' or 'approved'")
         if word.lower() == "all":
             return cls()
         if word.lower() == "approved":
             return cls(approved_only=True)
-        if is_valid_uid(word) and "." in word:
+        # A SOP Instance UID has many components; "2.0" is more likely a plan's label.
+        if is_valid_uid(word) and word.count(".") >= 2:
             return cls(uid=word)
         return cls(label=word)
 

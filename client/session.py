@@ -44,7 +44,7 @@ _PENDING = (0xFF00, 0xFF01)
 _FIND_ATTEMPTS = 3
 
 
-def _quiesce(assoc: Association) -> None:
+def quiesce_reactor(assoc: Association) -> None:
     """Make sure pynetdicom's reactor thread is really paused before a request.
 
     pynetdicom 3.0 pauses its association reactor before each ``send_c_*`` by clearing
@@ -163,7 +163,7 @@ class Session:
         self.finds += 1
         matches: list[Dataset] = []
         level = identifier.get("QueryRetrieveLevel", "?")
-        _quiesce(assoc)
+        quiesce_reactor(assoc)
         for status, ds in assoc.send_c_find(identifier, _CONTEXTS[FIND]):
             if status is None or "Status" not in status:
                 raise self._lost(f"C-FIND at {level} level")
@@ -183,7 +183,7 @@ class Session:
         assoc = self._association()
         self.moves += 1
         last: Dataset | None = None
-        _quiesce(assoc)
+        quiesce_reactor(assoc)
         for status, _ in assoc.send_c_move(identifier, destination, _CONTEXTS[MOVE]):
             if status is None or "Status" not in status:
                 raise self._lost(f"C-MOVE to {destination}")

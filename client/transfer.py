@@ -79,11 +79,10 @@ class Transfer:
         found, _ = self.folder.read()
         self.found = found
         wrong = identity_problems(item, found, patient_id)
-        for problem in wrong:
+        for problem in wrong.values():
             if problem not in self.problems:
                 self.problems.append(problem)
-        bad = {p.split("(", 1)[1].split(")", 1)[0] for p in wrong}
-        return {u for u in expected if u in found and u not in bad}
+        return {u for u in expected if u in found and u not in wrong}
 
     def _move_item(self, item: Item, patient_id: str) -> Item:
         s = self.settings

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
 
 from .files import TEMP_PREFIX
 from .manifest import Item, Manifest, Outcome, Role
@@ -33,7 +32,10 @@ class Found:
 
 def _problem(ds: Dataset) -> str | None:
     """Why a fully read object is not usable (truncated pixel data), or None."""
-    if "PixelData" not in ds or ds.file_meta.TransferSyntaxUID.is_compressed:
+    if "PixelData" not in ds:
+        # An image whose file ends before its pixels reads "fine" up to where it stops.
+        return "no pixel data" if "Rows" in ds and "Columns" in ds else None
+    if ds.file_meta.TransferSyntaxUID.is_compressed:
         return None
     rows, columns = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
     bits, samples = int(ds.get("BitsAllocated") or 0), int(ds.get("SamplesPerPixel") or 1)
@@ -106,23 +108,26 @@ def _read(path: Path) -> Found | str:
             return problem
         return Found(path, str(ds.SOPInstanceUID), str(ds.get("SeriesInstanceUID", "")),
                      str(ds.get("StudyInstanceUID", "")), str(ds.get("PatientID", "")))
-    except (InvalidDicomError, OSError, ValueError, AttributeError, EOFError) as exc:
-        return f"unreadable: {exc}"
+    except Exception as exc:  # whatever a half-written or hostile file makes pydicom raise
+        return f"unreadable: {type(exc).__name__}: {exc}"
 
 
-def identity_problems(item: Item, found: dict[str, Found], patient_id: str) -> list[str]:
-    """Objects that arrived under the asked UID but are not what the manifest says."""
-    out = []
+def identity_problems(item: Item, found: dict[str, Found], patient_id: str,
+                      ) -> dict[str, str]:
+    """Objects that arrived under the asked UID but are not what the manifest says:
+    SOP Instance UID -> what is wrong."""
+    out: dict[str, str] = {}
     for uid in item.sop_uids:
         f = found.get(uid)
         if f is None:
             continue
         if f.series_uid != item.series_uid or f.study_uid != item.study_uid:
-            out.append(f"{f.path} ({uid}) is in series {f.series_uid} of study {f.study_uid}, "
-                       f"not in series {item.series_uid} of study {item.study_uid}")
-        if f.patient_id != patient_id:
-            out.append(f"{f.path} ({uid}) belongs to patient {f.patient_id!r}, "
-                       f"not {patient_id!r}")
+            out[uid] = (f"{f.path} ({uid}) is in series {f.series_uid} of study "
+                        f"{f.study_uid}, not in series {item.series_uid} of study "
+                        f"{item.study_uid}")
+        elif f.patient_id != patient_id:
+            out[uid] = (f"{f.path} ({uid}) belongs to patient {f.patient_id!r}, "
+                        f"not {patient_id!r}")
     return out
 
 

@@ -27,7 +27,8 @@ def register(commands: SubParsers) -> None:
                     "RT objects to this client), then move the plan, its structure set, the "
                     "image series and its doses to the destination and check they arrived.")
     p.add_argument("--patient", required=True, metavar="ID", help="the Patient ID")
-    p.add_argument("--plan", default="approved", metavar="UID|LABEL|all|approved",
+    p.add_argument("--plan", type=_plan_choice, default="approved",
+                   metavar="UID|LABEL|all|approved",
                    help="an RT Plan's SOP Instance UID or label, 'all' plans or the 'approved' "
                         "ones (default: %(default)s)")
     _add_move_options(p)
@@ -41,6 +42,13 @@ def register(commands: SubParsers) -> None:
     p.add_argument("--manifest", type=Path, required=True, metavar="FILE")
     _add_move_options(p)
     p.set_defaults(handler=run(_move))
+
+
+def _plan_choice(text: str) -> PlanChoice:
+    try:
+        return PlanChoice.parse(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _add_move_options(p: argparse.ArgumentParser) -> None:
@@ -70,7 +78,7 @@ def _progress(args: argparse.Namespace) -> contextlib.AbstractContextManager[Pro
 def _collect(args: argparse.Namespace) -> int:
     s = settings(args, dest=args.dest, out=args.out, retries=args.retries, backoff=args.backoff)
     with _progress(args) as progress:
-        result = collect(s, args.patient, PlanChoice.parse(args.plan),
+        result = collect(s, args.patient, args.plan,
                          verify_dir=args.verify_dir, progress=progress)
     return _report(args, result, s.out)
 

@@ -30,6 +30,7 @@ from pynetdicom.sop_class import (
     Verification,
 )
 
+from client.session import quiesce_reactor
 from client.tcp import NO_DELAY
 from emulators.files import write_patient
 from emulators.synthetic import PatientRecipe, Profile, SyntheticConfig, make_recipe, object_refs
@@ -151,6 +152,7 @@ def find(assoc: Association, server: ArchiveServer, level: str, **keys: object,
          ) -> list[Dataset]:
     """Study Root C-FIND matches; fails the test unless the final status is Success."""
     matches: list[Dataset] = []
+    quiesce_reactor(assoc)  # pynetdicom 3.0 can drop a response otherwise (see its docstring)
     for status, identifier in assoc.send_c_find(_identifier(level, **keys),
                                                 StudyRootQueryRetrieveInformationModelFind):
         assert status, f"no C-FIND response\n{server.log_tail()}"
@@ -165,6 +167,7 @@ def find(assoc: Association, server: ArchiveServer, level: str, **keys: object,
 def move(assoc: Association, server: ArchiveServer, destination: str, level: str,
          **keys: object) -> Moved:
     pending = []
+    quiesce_reactor(assoc)
     for status, _ in assoc.send_c_move(_identifier(level, **keys), destination,
                                        StudyRootQueryRetrieveInformationModelMove):
         assert status, f"no C-MOVE response\n{server.log_tail()}"
