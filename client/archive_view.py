@@ -147,7 +147,7 @@ class Headers:
             identifier = _identifier("IMAGE", StudyInstanceUID=instance.series.study_uid,
                                      SeriesInstanceUID=instance.series.uid,
                                      SOPInstanceUID=instance.uid)
-            result = self.session.move(identifier, s.aet)
+            result = self.session.fetch(identifier)
             error = move_failure(s, s.aet, result)
             # Without our own AE as a destination nothing can be read: stop. A refusal of
             # this one object (0xC001, a failed sub-operation) is noted and resolution goes on.

@@ -74,7 +74,7 @@ def collect(settings: Settings, patient_id: str, choice: PlanChoice, *,
         # collection only, not every plan and dose of the patient that had to be read.
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rtmove-")))
         receiver = stack.enter_context(Receiver(settings.aet, settings.recv_port, folder))
-        session = stack.enter_context(Session(settings))
+        session = stack.enter_context(Session(settings, receiver.on_store))
         started = time.monotonic()
         archive = PatientArchive(session, patient_id)
         resolver = Resolver(archive, Headers(session, receiver))
@@ -102,8 +102,11 @@ def move(settings: Settings, manifest: Manifest, *, verify_dir: Path | None = No
             if settings.out is None:
                 raise DicomError("--dest self needs --out DIR: where this client writes what "
                                  "it receives.", Kind.USAGE)
-            stack.enter_context(Receiver(settings.aet, settings.recv_port, settings.out))
-        session = stack.enter_context(Session(settings))
+            receiver = stack.enter_context(
+                Receiver(settings.aet, settings.recv_port, settings.out))
+            session = stack.enter_context(Session(settings, receiver.on_store))
+        else:
+            session = stack.enter_context(Session(settings))
         manifest = replace(manifest, destination=settings.dest, source=settings.peer)
         return _move(session, settings, manifest, verify_dir, progress)
     raise AssertionError("unreachable")

@@ -58,7 +58,7 @@ class Receiver:
                              f"{exc.strerror or exc}.") from exc
         try:
             server = serve(self._ae, (self.bind, self.port),
-                           [*NO_DELAY, (evt.EVT_C_STORE, self._on_store)], _contexts())
+                           [*NO_DELAY, (evt.EVT_C_STORE, self.on_store)], _contexts())
         except OSError as exc:
             self._ae.shutdown()
             raise LocalError(
@@ -99,7 +99,8 @@ class Receiver:
         with self._lock:
             return self._arrived.get(sop_uid)
 
-    def _on_store(self, event: Event) -> int | Dataset:
+    def on_store(self, event: Event) -> int | Dataset:
+        """EVT_C_STORE: of our own server, or of a C-GET association (see ``Session``)."""
         request = cast(C_STORE, event.request)
         body = cast(BytesIO, request.DataSet).getvalue()
         sop_uid = str(request.AffectedSOPInstanceUID)

@@ -10,15 +10,28 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
 from pynetdicom.events import Event
+from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
+    CTImageStorage,
+    EnhancedCTImageStorage,
+    MRImageStorage,
     PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
     PatientRootQueryRetrieveInformationModelMove,
+    PositronEmissionTomographyImageStorage,
+    RTDoseStorage,
+    RTIonPlanStorage,
+    RTPlanStorage,
+    RTStructureSetStorage,
+    SpatialRegistrationStorage,
     StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
 
@@ -35,9 +48,16 @@ _CONTEXTS: dict[Model, str] = {
     Model.STUDY_MOVE: StudyRootQueryRetrieveInformationModelMove,
     Model.PATIENT_FIND: PatientRootQueryRetrieveInformationModelFind,
     Model.PATIENT_MOVE: PatientRootQueryRetrieveInformationModelMove,
+    Model.STUDY_GET: StudyRootQueryRetrieveInformationModelGet,
+    Model.PATIENT_GET: PatientRootQueryRetrieveInformationModelGet,
 }
+# What a C-GET of a plan's collection brings back on the same association (SCP role).
+_GET_STORAGE = (CTImageStorage, EnhancedCTImageStorage, MRImageStorage,
+                PositronEmissionTomographyImageStorage, RTPlanStorage, RTIonPlanStorage,
+                RTStructureSetStorage, RTDoseStorage, SpatialRegistrationStorage)
 # Study Root is all the real DB Daemon's conformance statement lists: use it.
-FIND, MOVE = Model.STUDY_FIND, Model.STUDY_MOVE
+FIND, MOVE, GET = Model.STUDY_FIND, Model.STUDY_MOVE, Model.STUDY_GET
+StoreHandler = Callable[[Event], "int | Dataset"]
 
 Progress = Callable[[int, int, int], None]  # completed, failed, remaining
 _PENDING = (0xFF00, 0xFF01)
@@ -68,9 +88,15 @@ def quiesce_reactor(assoc: Association) -> None:
 
 @dataclass
 class Session:
-    """Lazily associated; :meth:`close` releases. Not thread-safe: one operation at a time."""
+    """Lazily associated; :meth:`close` releases. Not thread-safe: one operation at a time.
+
+    With ``store`` (our Storage SCP's handler) and a site whose DB Daemon serves Study
+    Root C-GET, objects for this client come by C-GET on this association, so the server
+    need not know this client as a move destination; else by C-MOVE to our own AE.
+    """
 
     settings: Settings
+    store: StoreHandler | None = None
     _ae: AE | None = field(default=None, init=False)
     _assoc: Association | None = field(default=None, init=False)
     finds: int = field(default=0, init=False)
@@ -102,11 +128,23 @@ class Session:
             ae = AE(ae_title=s.aet)
             for model in (FIND, MOVE):
                 ae.add_requested_context(_CONTEXTS[model])
+            if self._wants_get:
+                ae.add_requested_context(_CONTEXTS[GET])
+                for uid in _GET_STORAGE:
+                    ae.add_requested_context(uid)
             ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.timeout
             ae.connection_timeout = min(s.timeout, 15.0)
             self._ae = ae
-        assoc = self._ae.associate(s.host, s.port, ae_title=s.aec, evt_handlers=[
-            *NO_DELAY, (evt.EVT_DIMSE_RECV, self._on_message)])
+        handlers = [*NO_DELAY, (evt.EVT_DIMSE_RECV, self._on_message)]
+        roles: list[Any] = []  # pynetdicom's union of negotiation items
+        if self._wants_get and self.store is not None:
+            handlers.append((evt.EVT_C_STORE, self.store))
+            for uid in _GET_STORAGE:
+                role = SCP_SCU_RoleSelectionNegotiation()
+                role.sop_class_uid, role.scu_role, role.scp_role = uid, False, True
+                roles.append(role)
+        assoc = self._ae.associate(s.host, s.port, ae_title=s.aec, evt_handlers=handlers,
+                                   ext_neg=roles or None)
         rsp = assoc.acceptor.primitive
         if assoc.is_rejected and rsp is not None:
             raise AssociationRejected(int(rsp.result or 0), int(rsp.result_source or 0),
@@ -127,6 +165,35 @@ class Session:
                 "not the File Daemon's (which only stores).", Kind.REFUSED)
         self._assoc = assoc
         return assoc
+
+    @property
+    def _wants_get(self) -> bool:
+        return self.store is not None and self.settings.serves(GET)
+
+    @property
+    def uses_get(self) -> bool:
+        """Objects for this client come by C-GET (the server accepted it)."""
+        assoc = self._association()
+        return self._wants_get and any(cx.abstract_syntax == _CONTEXTS[GET]
+                                       for cx in assoc.accepted_contexts)
+
+    def fetch(self, identifier: Dataset, progress: Progress | None = None) -> MoveResult:
+        """Bring objects to this client: C-GET where the site allows it, else C-MOVE."""
+        if not self.uses_get:
+            return self.move(identifier, self.settings.aet, progress)
+        assoc = self._association()
+        self.moves += 1
+        last: Dataset | None = None
+        quiesce_reactor(assoc)
+        for status, _ in assoc.send_c_get(identifier, _CONTEXTS[GET]):
+            if status is None or "Status" not in status:
+                raise self._lost("C-GET")
+            last = status
+            if int(status.Status) in _PENDING and progress is not None:
+                progress(*_counts(status))
+        if last is None:
+            raise self._lost("C-GET")
+        return move_result(last)
 
     def _lost(self, what: str) -> AssociationFailed:
         assoc, self._assoc = self._assoc, None

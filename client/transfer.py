@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 
 from .errors import AssociationFailed, DicomError, Kind
 from .manifest import Item, Manifest, Outcome
-from .session import Session
+from .session import Progress, Session
 from .settings import Settings
 from .statuses import MoveResult, aborted_before_sending, move_failure
 from .verify import Folder, Found, identity_problems
@@ -174,8 +174,7 @@ class Transfer:
             self.progress.update(item, done[0] + completed + failed)
 
         if missing is None or item.level == "IMAGE" or missing >= expected:
-            return self.session.move(_identifier(item), self.destination, progress), \
-                len(expected)
+            return self._retrieve(_identifier(item), progress), len(expected)
         uids = sorted(missing)
         if self.uid_lists and len(uids) > 1:
             # One move naming the missing instances (a UID list, PS3.4 C.4.2.2.1); servers
@@ -183,7 +182,7 @@ class Transfer:
             results = []
             for start in range(0, len(uids), UID_LIST_CHUNK):
                 chunk = uids[start:start + UID_LIST_CHUNK]
-                r = self.session.move(_identifier(item, chunk), self.destination, progress)
+                r = self._retrieve(_identifier(item, chunk), progress)
                 if move_failure(self.settings, self.destination, r) is not None \
                         and not r.sent:
                     log.info("%s refused a move naming %d instances (0x%04X): moving them "
@@ -196,10 +195,16 @@ class Transfer:
                 return _sum(results), len(uids)
         results = []
         for uid in uids:
-            r = self.session.move(_identifier(item, [uid]), self.destination, progress)
+            r = self._retrieve(_identifier(item, [uid]), progress)
             done[0] += r.completed + r.failed + r.warning
             results.append(r)
         return _sum(results), len(uids)
+
+
+    def _retrieve(self, identifier: Dataset, progress: Progress) -> MoveResult:
+        if self.destination == self.settings.aet:
+            return self.session.fetch(identifier, progress)  # C-GET where the site allows
+        return self.session.move(identifier, self.destination, progress)
 
 
 def _sum(results: list[MoveResult]) -> MoveResult:

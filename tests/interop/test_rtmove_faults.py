@@ -17,7 +17,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event, EventHandlerType
 
 from client.cli import main
-from client.site import Quirks, Site
+from client.site import Model, Quirks, Site
 from emulators.archive import Archive
 from emulators.db_daemon import DBDaemon
 from emulators.file_daemon import FileDaemon
@@ -215,3 +215,35 @@ def test_without_a_folder_to_look_in_the_counts_still_catch_a_partial_series(
         assert code == 8, report
         items = [i for c in report["manifest"]["collections"] for i in c["items"]]
         assert {i["outcome"] for i in items if i["role"] == "image-series"} == {"incomplete"}
+
+
+def test_where_the_site_serves_c_get_objects_for_this_client_come_by_c_get(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    """The DB Daemon's entry for the client names a port nobody listens on, so a C-MOVE
+    to the client could not work; with Study Root C-GET in the site's models, headers
+    and --dest self come back on the client's own association."""
+    recipe = archive.recipe(1)
+    models = (Model.STUDY_FIND, Model.STUDY_MOVE, Model.STUDY_GET)
+    with daemons(tmp_path, archive, models=models) as (site, _dbd, _fd):
+        site_file = tmp_path / "site.toml"
+        site_file.write_text(
+            f'[db_daemon]\nport = {site.db_daemon.port}\n'
+            f'models = ["study-root-find", "study-root-move", "study-root-get"]\n'
+            f'[file_daemon]\nport = {site.file_daemon.port}\n'
+            f'[client]\nport = {site.client.port}\n', encoding="utf-8")
+        out = tmp_path / "out"
+        code = main(["collect", "--site", str(site_file), "--patient", recipe.patient_id,
+                     "--plan", recipe.plans[0].uid, "--recv-port", str(free_port()),
+                     "--dest", "self", "--out", str(out), "--json"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 0, report
+        assert in_folder(out) == collection(recipe)
+
+        # The same without C-GET in the site file: the moves to the client go nowhere.
+        site_file.write_text(site_file.read_text().replace(', "study-root-get"', ""))
+        code = main(["collect", "--site", str(site_file), "--patient", recipe.patient_id,
+                     "--plan", recipe.plans[0].uid, "--recv-port", str(free_port()),
+                     "--dest", "self", "--out", str(tmp_path / "out2"), "--json",
+                     "--retries", "0"])
+        report = json.loads(capsys.readouterr().out)
+        assert code == 5, report
