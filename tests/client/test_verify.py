@@ -14,10 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
 from pydicom.uid import (
     UID,
     CTImageStorage,
     ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    RLELossless,
     RTPlanStorage,
     RTStructureSetStorage,
 )
@@ -321,3 +324,33 @@ def test_reference_problems_skip_a_plan_not_arrived(tmp_path: Path) -> None:
     _plan_file(tmp_path, SS_UID)
     found, _ = Folder(tmp_path).read()
     assert reference_problems(_manifest(Outcome.INCOMPLETE), found) == []
+
+
+# --- other encodings: the pixel check reads element headers, not pixels -------------------
+
+def _implicit(ds: Dataset) -> Dataset:
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    return ds
+
+
+def test_implicit_vr_images_are_checked_too(tmp_path: Path) -> None:
+    data = _write(_implicit(_ct()), tmp_path / "full.dcm").read_bytes()
+    assert Folder(tmp_path).read()[0].keys() == {CT_UID}
+    (tmp_path / "full.dcm").write_bytes(data[:-100])
+    found, bad = Folder(tmp_path).read()
+    assert found == {}
+    assert bad[tmp_path / "full.dcm"] == "pixel data has 412 of 512 bytes"
+
+
+def test_compressed_pixel_data_must_end_with_its_delimiter(tmp_path: Path) -> None:
+    """Encapsulated pixel data has no length to compare: its sequence must be closed."""
+    ds = _ct()
+    ds.PixelData = encapsulate([b"\x00\x01" * 64])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = RLELossless
+    data = _write(ds, tmp_path / "rle.dcm").read_bytes()
+    assert Folder(tmp_path).read()[0].keys() == {CT_UID}
+    (tmp_path / "rle.dcm").write_bytes(data[:-20])
+    found, bad = Folder(tmp_path).read()
+    assert found == {}
+    assert bad[tmp_path / "rle.dcm"] == "compressed pixel data cut short"
