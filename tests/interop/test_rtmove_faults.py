@@ -5,6 +5,8 @@ fault moves only what is missing."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -247,3 +249,33 @@ def test_where_the_site_serves_c_get_objects_for_this_client_come_by_c_get(
                      "--retries", "0"])
         report = json.loads(capsys.readouterr().out)
         assert code == 5, report
+
+
+def test_on_a_terminal_progress_bars_then_a_summary_table(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    recipe = archive.recipe(0)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    with daemons(tmp_path, archive) as (site, _dbd, _fd):
+        code = main(["collect", "--patient", recipe.patient_id, "--plan", recipe.plans[0].uid,
+                     "--port", str(site.db_daemon.port), "--recv-port", str(site.client.port),
+                     "--write-manifest", str(tmp_path / "m.json")])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert f"Patient {recipe.patient_id}" in out
+    assert out.count("arrived") + out.count("moved") >= 4  # plan, structure set, CT, dose
+    assert f"manifest: {tmp_path / 'm.json'}" in out
+
+
+def test_vv_shows_pynetdicom_log_and_default_shows_none(tmp_path: Path, archive: Archive) -> None:
+    with daemons(tmp_path, archive) as (site, _dbd, _fd):
+        def echo(*flags: str) -> str:
+            done = subprocess.run(
+                [sys.executable, "-m", "client.cli", "echo", "--port",
+                 str(site.db_daemon.port), *flags], capture_output=True, text=True,
+                timeout=60, check=True)
+            return done.stderr
+
+        assert "pynetdicom" not in echo()
+        assert "pynetdicom" in echo("-vv")
