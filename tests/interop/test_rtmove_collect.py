@@ -239,3 +239,19 @@ def test_move_a_hand_written_manifest(target: Target, tmp_path: Path) -> None:
     [series] = [i for c in saved["collections"] for i in c["items"] if i["level"] == "SERIES"]
     assert set(series["sop_uids"]) == set(ct.slice_uids)  # learned by C-FIND
     assert series["outcome"] == "arrived"
+
+
+def test_an_unknown_destination_is_explained_whatever_the_server_says(target: Target) -> None:
+    """dcmqrscp and the emulator answer 0xA801, Orthanc 0xC000: both end as exit 5
+    with a sentence naming the destination and where to add it."""
+    recipe = recipe_of(CONFIG, 4)
+    done = _rtmove(target, "collect", "--patient", recipe.patient_id,
+                   "--plan", recipe.plans[0].uid, "--dest", "NOSUCH", "--retries", "0")
+    assert done.returncode == 5, done.stdout + done.stderr
+    error = json.loads(done.stdout)["error"]
+    assert "NOSUCH" in error
+    if target.kind == "orthanc":
+        assert "0xC000" in error and "do not know the move destination" in error
+    else:
+        assert f"{target.aec} does not know the move destination NOSUCH (status 0xA801)" \
+            in error
