@@ -3,14 +3,34 @@
     python benchmarks/bench_collect.py              # full: 120-slice 512x512 CT, median of 3
     python benchmarks/bench_collect.py --short      # CI: 12 slices of 64x64, checks it works
     python benchmarks/bench_collect.py --profile    # + cProfile of one collect if over the goal
+    python benchmarks/bench_collect.py --source dcmqrscp   # one source only (default: both)
 
 A site script moves a plan's collection with one SERIES-level movescu for the CT and
 one IMAGE-level movescu per RT object, and nothing else. rtmove must first find the
 objects (C-FINDs, and the RT objects' headers moved to itself and read) and then
 checks what arrived (every file read back, references checked). The project's goal:
-that work costs under 20% of the move itself. Both move the same objects from the
-emulated DB Daemon to the emulated File Daemon (the default site layout, on free
-ports); rtmove also once to itself (``--dest self``).
+that work costs under 20% of the move itself. Both move the same objects to the
+emulated File Daemon (the default site layout, on free ports); rtmove also once to
+itself (``--dest self``).
+
+The objects come from one of two Q/R sources, each measured in its own section:
+
+* ``emulator``: the emulated DB Daemon (with the File Daemon beside it);
+* ``dcmqrscp``: DCMTK's dcmqrscp, loaded (``storescu +sd +r``) with the same objects
+  written as files by :func:`emulators.files.write_patient`, and the emulated File
+  Daemon alone as the destination (trusting dcmqrscp's AE). dcmqrscp is started by
+  :func:`emulators.peers.dcmqrscp` (forking mode, readiness read from /proc and
+  proved with ``echoscu``, stopped workers first when its section ends); its HostTable
+  names the two move destinations (the File Daemon, and rtmove's own AE at its
+  receive port). A real server sends large objects
+  (the structure set's header moves above all, and the CT) much faster than the
+  emulator: this section shows rtmove's overhead against such a server.
+
+The destination is the emulated File Daemon for both sources, so that the sections
+differ in the source only (and rtmove's checks read the File Daemon's folder layout).
+It takes objects in more slowly than, say, DCMTK's storescp, which lengthens the
+moves of rtmove and movescu alike: rtmove's overhead in seconds hardly depends on
+it, but as a fraction of the move it would be larger with a faster destination.
 
 The daemons run in a child process by default, as the real ones run on another
 machine: in the benchmark's own process they would share its GIL with the client,
@@ -25,9 +45,10 @@ the association). ``CPU`` is the client process's CPU time, all threads (with th
 daemons elsewhere), beside the movescu processes'. Each figure is the median of
 ``--repeat`` runs, after one warm-up run (``1st run``).
 
-``--source files`` serves stored files instead of rebuilding each object from its
-recipe for every request, as the real DB Daemon does: the emulator's generation cost
-(the structure set's contours, above all) then no longer weighs on every move.
+``--emulator-archive files`` makes the emulated DB Daemon serve stored files instead
+of rebuilding each object from its recipe for every request, as the real DB Daemon
+(and dcmqrscp) do: the emulator's generation cost (the structure set's contours,
+above all) then no longer weighs on every move.
 """
 
 from __future__ import annotations
@@ -39,11 +60,10 @@ import functools
 import io
 import json
 import multiprocessing
-import os
 import pstats
+import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -64,26 +84,45 @@ from client.files import archive_path
 from client.manifest import Item, Outcome
 from client.resolve import PlanChoice
 from client.session import Progress, Session
-from client.settings import SELF, from_site
-from client.site import Site, default_site
+from client.settings import SELF, Settings, from_site
+from client.site import Site, TrustedAE, default_site
 from client.statuses import MoveResult
 from emulators.archive import Archive
+from emulators.file_daemon import FileDaemon
 from emulators.files import write_patient
+from emulators.peers import DCMTK_ENV, LOOPBACK, Dcmqrscp, dcmqrscp, free_port
 from emulators.serve import serving, with_ports
-from emulators.synthetic import SyntheticConfig, make_recipe
+from emulators.synthetic import PatientRecipe, SyntheticConfig, make_recipe
 
-ENV = {**os.environ, "TCP_NODELAY": "1"}
 GOAL = 0.20  # the client's own overhead, as a fraction of the move time
 PROFILE_TOP = 25
+SOURCES = ("emulator", "dcmqrscp")  # the Q/R SCPs the objects are moved from
+QR_AE = "DCMQRSCP"  # dcmqrscp's called AE title
+LOADER_AE = "LOADER"  # storescu's, when loading dcmqrscp
+# The loader must be in dcmqrscp's HostTable to store, which makes it a move
+# destination too: at this port, never served, a move to it fails.
+NOBODY_PORT = 1
+LOG_TAIL = 30  # lines of a server's log in an error message
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+# -- the sources --------------------------------------------------------------------------
 
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A running Q/R SCP the objects are moved from, and the site as run beside it."""
 
-# -- the daemons --------------------------------------------------------------------------
+    kind: str  # one of SOURCES
+    server: str  # what it is, e.g. "dcmqrscp v3.6.7"
+    ae_title: str
+    port: int
+    archive: str  # what it serves: "recipe" (rebuilt per request) or "files"
+    site: Site  # the File Daemon's trusted map lets this source in
+
+    def settings(self, **overrides: object) -> Settings:
+        """rtmove's settings against this source (``overrides`` as :func:`from_site`)."""
+        return from_site(self.site, host=LOOPBACK, port=self.port, aec=self.ae_title,
+                         recv_port=self.site.client.port, **overrides)
+
 
 def _make_site(fd_out: Path, recv_port: int) -> Site:
     """The embedded default site on free ports; the client entry carries rtmove's receive
@@ -94,59 +133,145 @@ def _make_site(fd_out: Path, recv_port: int) -> Site:
         client=dataclasses.replace(site.client, port=recv_port))
 
 
-def _archive(config: SyntheticConfig, source: str, folder: Path) -> Archive:
+def _archive(config: SyntheticConfig, archive: str, folder: Path) -> Archive:
     """The one-patient archive: rebuilt from the recipe on each request (``recipe``, the
     default), or the same objects written to ``folder`` first and read back (``files``,
     as a real archive serves stored files)."""
-    if source == "recipe":
+    if archive == "recipe":
         return Archive.synthetic(config, 1)
     write_patient(make_recipe(config, 0), folder)
     return Archive.from_folder(folder)[0]
 
 
-def _serve_child(site: Site, config: SyntheticConfig, source: str, folder: Path,
-                 conn: Connection) -> None:
-    """Child process: both daemons until the parent says stop (or goes away)."""
-    archive = _archive(config, source, folder)
+@contextmanager
+def _emulated(site: Site, config: SyntheticConfig | None, archive: str, folder: Path,
+              ) -> Iterator[tuple[int | None, int]]:
+    """Both daemons over a one-patient synthetic archive, or the File Daemon alone when
+    ``config`` is None; yields their ports (the DB Daemon's: None when alone)."""
+    if config is None:
+        with FileDaemon(site) as fd:
+            yield None, fd.port
+        return
+    served = _archive(config, archive, folder)
     try:
-        with serving(site, archive) as (dbd, fd):
-            conn.send((dbd.port, fd.port))
-            with suppress(EOFError):  # the parent went away: stop as well
-                conn.recv()
+        with serving(site, served) as (dbd, fd):
+            yield dbd.port, fd.port
     finally:
-        archive.close()
+        served.close()
+
+
+def _serve_child(site: Site, config: SyntheticConfig | None, archive: str, folder: Path,
+                 conn: Connection) -> None:
+    """Child process: the daemons until the parent says stop (or goes away)."""
+    with _emulated(site, config, archive, folder) as ports:
+        conn.send(ports)
+        with suppress(EOFError):  # the parent went away: stop as well
+            conn.recv()
 
 
 @contextmanager
-def _daemons(site: Site, config: SyntheticConfig, source: str, folder: Path,
-             in_process: bool) -> Iterator[int]:
-    """Both daemons over a one-patient synthetic archive; yields the DB Daemon's port."""
+def _daemons(site: Site, config: SyntheticConfig | None, archive: str, folder: Path,
+             in_process: bool) -> Iterator[tuple[int | None, int]]:
+    """:func:`_emulated` in a child process (or in this one); yields the ports."""
     if in_process:
-        archive = _archive(config, source, folder)
-        try:
-            with serving(site, archive) as (dbd, _fd):
-                yield dbd.port
-        finally:
-            archive.close()
+        with _emulated(site, config, archive, folder) as running:
+            yield running
         return
     ctx = multiprocessing.get_context("spawn")  # no threads or sockets inherited
     parent, child = ctx.Pipe()
-    proc = ctx.Process(target=_serve_child, args=(site, config, source, folder, child), daemon=True)
+    proc = ctx.Process(target=_serve_child, args=(site, config, archive, folder, child),
+                       daemon=True)
     proc.start()
     try:
-        try:
-            db_port, _fd_port = parent.recv() if parent.poll(60) else (None, None)
-        except EOFError:  # the child failed; its traceback is on stderr
-            db_port = None
-        if db_port is None:
+        ports: tuple[int | None, int] | None = None
+        with suppress(EOFError):  # the child failed; its traceback is on stderr
+            if parent.poll(60):
+                ports = parent.recv()
+        if ports is None:
             raise RuntimeError("the daemons did not start (see the child's error above)")
-        yield int(db_port)
+        yield ports
     finally:
         with suppress(OSError):  # the child may be gone already
             parent.send("stop")
         proc.join(30)
         if proc.is_alive():
             proc.terminate()
+
+
+@contextmanager
+def _emulator_source(site: Site, config: SyntheticConfig, archive: str, folder: Path,
+                     in_process: bool) -> Iterator[Source]:
+    """The emulated DB Daemon (and File Daemon) as the source."""
+    with _daemons(site, config, archive, folder / "archive", in_process) as (db_port, _fd):
+        assert db_port is not None
+        yield Source("emulator", "emulated DB Daemon", site.db_daemon.ae_title, db_port,
+                     archive, site)
+
+
+@contextmanager
+def _dcmqrscp_source(site: Site, recipe: PatientRecipe, folder: Path,
+                     in_process: bool) -> Iterator[Source]:
+    """dcmqrscp loaded with the recipe's objects as files, the File Daemon alone (trusting
+    dcmqrscp) as the destination."""
+    executable = _tool("dcmqrscp")
+    files = write_patient(recipe, folder / "files")
+    port = free_port()
+    site = dataclasses.replace(site, file_daemon=dataclasses.replace(
+        site.file_daemon, trusted=(*site.fd_trusted(), TrustedAE(QR_AE, LOOPBACK, port))))
+    with _daemons(site, None, "", folder, in_process) as (_db, fd_port):
+        peers = {site.file_daemon.ae_title: (LOOPBACK, fd_port),
+                 site.client.ae_title: (LOOPBACK, site.client.port),
+                 LOADER_AE: (LOOPBACK, NOBODY_PORT)}
+        # A quota of 10 studies: one patient's, well under dcmqrscp's limit of 500.
+        with dcmqrscp(folder / "dcmqrscp", QR_AE, peers, LOADER_AE, port=port,
+                      executable=executable, max_studies=10) as server:
+            _load(server, folder / "files", len(files))
+            yield Source("dcmqrscp", f"dcmqrscp {_version(executable)}", QR_AE, port,
+                         "files", site)
+
+
+@contextmanager
+def _source(kind: str, site: Site, config: SyntheticConfig, archive: str, folder: Path,
+            in_process: bool) -> Iterator[Source]:
+    if kind == "emulator":
+        with _emulator_source(site, config, archive, folder, in_process) as source:
+            yield source
+    else:
+        with _dcmqrscp_source(site, make_recipe(config, 0), folder, in_process) as source:
+            yield source
+
+
+# -- dcmqrscp -----------------------------------------------------------------------------
+
+def _tool(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name!r} is not on PATH (DCMTK is needed for --source dcmqrscp)")
+    return path
+
+
+def _version(executable: str) -> str:
+    """``v3.6.7`` from ``dcmqrscp --version``, or ``?``."""
+    done = subprocess.run([executable, "--version"], capture_output=True, text=True,
+                          check=False)
+    found = re.search(r"\bv\d+(?:\.\d+)+", done.stdout)
+    return found.group(0) if found else "?"
+
+
+def _load(server: Dcmqrscp, folder: Path, expected: int) -> None:
+    """Send every file under ``folder`` in one association, then count what dcmqrscp
+    holds (it can drop instances while storescu still reports success)."""
+    done = subprocess.run([_tool("storescu"), "-aet", LOADER_AE, "-aec", server.ae_title,
+                           "+sd", "+r", server.host, str(server.port), str(folder)],
+                          capture_output=True, text=True, env=DCMTK_ENV,
+                          timeout=120 + 0.2 * expected, check=False)
+    problem = f"storescu exited with {done.returncode}" if done.returncode else ""
+    if not problem and (held := server.stored()) != expected:
+        problem = f"dcmqrscp holds {held} instances, {expected} were sent"
+    if problem:
+        output = "\n".join((done.stdout + done.stderr).splitlines()[-LOG_TAIL:])
+        raise RuntimeError(f"loading dcmqrscp failed: {problem}\n--- storescu ---\n{output}\n"
+                           f"--- {server.log} ---\n{server.log_tail(LOG_TAIL)}")
 
 
 # -- rtmove -------------------------------------------------------------------------------
@@ -205,15 +330,14 @@ def _clear(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
-def _collect_once(target: Target, db_port: int, site: Site, dest: str,
+def _collect_once(target: Target, source: Source, dest: str,
                   ) -> tuple[dict[str, float], RunResult]:
     """One ``collect`` to ``dest`` (the File Daemon, or SELF), its figures and result."""
     _clear(target.fd_folder)
     _clear(target.self_out)
     to_self = dest == SELF
-    settings = from_site(site, port=db_port, recv_port=site.client.port,
-                         dest=SELF if to_self else None,
-                         out=target.self_out if to_self else None)
+    settings = source.settings(dest=SELF if to_self else None,
+                               out=target.self_out if to_self else None)
     with _VerifyClock() as clock:
         start, cpu = time.perf_counter(), time.process_time()
         result = collect(settings, target.patient_id, PlanChoice(uid=target.plan_uid),
@@ -242,25 +366,35 @@ def _check(result: RunResult, target: Target, dest: str) -> None:
 
 # -- bare movescu ---------------------------------------------------------------------------
 
-def _movescu_argv(site: Site, db_port: int, item: Item) -> list[str]:
-    """What a site script runs: a SERIES move for the images, an IMAGE move per RT object."""
+def _movescu_argv(source: Source, item: Item) -> list[str]:
+    """What a site script runs: a SERIES move for the images, an IMAGE move per RT object
+    (with the study and series keys above it, which dcmqrscp requires)."""
     keys = [f"0008,0052={item.level}", f"0020,000D={item.study_uid}",
             f"0020,000E={item.series_uid}"]
     if item.level == "IMAGE":
         keys.append(f"0008,0018={item.sop_uids[0]}")
-    return ["movescu", "-S", "-aet", site.client.ae_title, "-aec", site.db_daemon.ae_title,
+    site = source.site
+    return ["movescu", "-S", "-aet", site.client.ae_title, "-aec", source.ae_title,
             "-aem", site.file_daemon.ae_title, *(a for k in keys for a in ("-k", k)),
-            "127.0.0.1", str(db_port)]
+            LOOPBACK, str(source.port)]
 
 
-def _movescu_once(target: Target, calls: list[list[str]]) -> dict[str, float]:
-    """The sum of the movescu processes' wall times; every object must have arrived."""
+def _movescu_once(target: Target, calls: list[list[str]],
+                  times: list[float] | None = None) -> dict[str, float]:
+    """The sum of the movescu processes' wall times (each appended to ``times`` if given);
+    every object must have arrived."""
     _clear(target.fd_folder)
     total, cpu = 0.0, _children_cpu()
     for argv in calls:
         start = time.perf_counter()
-        subprocess.run(argv, check=True, env=ENV, capture_output=True)
-        total += time.perf_counter() - start
+        done = subprocess.run(argv, env=DCMTK_ENV, capture_output=True, text=True, check=False)
+        seconds = time.perf_counter() - start
+        if done.returncode:
+            raise RuntimeError(f"{' '.join(argv)} exited with {done.returncode}:\n"
+                               f"{done.stdout}{done.stderr}")
+        total += seconds
+        if times is not None:
+            times.append(seconds)
     arrived = sum(1 for _ in target.fd_folder.glob("*.dcm"))
     if arrived != len(target.expected):
         raise RuntimeError(f"movescu: {arrived} of {len(target.expected)} files arrived")
@@ -335,12 +469,14 @@ class _OperationLog:
         return "\n".join(f"  {seconds:7.3f} s  {label}" for label, seconds in self.rows)
 
 
-def profile_collect(target: Target, db_port: int, site: Site) -> str:
-    """One collect to the File Daemon: its DICOM operations timed, then cProfile's top
-    entries by cumulative time. cProfile sees this (main) thread only: rtmove's Storage
-    SCP and pynetdicom's reader threads, and the daemons, appear as waits."""
+def profile_collect(target: Target, source: Source, movescu: list[tuple[str, list[str]]],
+                    ) -> str:
+    """One collect to the File Daemon: its DICOM operations timed, then the bare movescu
+    calls' (one run, for comparison), then cProfile's top entries by cumulative time.
+    cProfile sees this (main) thread only: rtmove's Storage SCP and pynetdicom's reader
+    threads, and the servers, appear as waits."""
     _clear(target.fd_folder)
-    settings = from_site(site, port=db_port, recv_port=site.client.port)
+    settings = source.settings()
     profiler = cProfile.Profile()
     with _OperationLog(target.names) as operations:
         profiler.enable()
@@ -348,16 +484,65 @@ def profile_collect(target: Target, db_port: int, site: Site) -> str:
                          verify_dir=target.fd_folder)
         profiler.disable()
     _check(result, target, "the File Daemon (profiled)")
+    times: list[float] = []
+    _movescu_once(target, [argv for _label, argv in movescu], times)
+    bare = "\n".join(f"  {seconds:7.3f} s  {label}"
+                     for (label, _argv), seconds in zip(movescu, times, strict=True))
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(PROFILE_TOP)
     return (f"rtmove's DICOM operations, in order:\n{operations.text()}\n\n"
+            f"The bare movescu calls (each a process: association, move, release):\n{bare}\n\n"
             f"cProfile (top {PROFILE_TOP} by cumulative time):\n{out.getvalue()}")
 
 
-def run(slices: int, size: int, repeat: int, *, source: str = "recipe",
-        in_process: bool = False, profile: bool = False) -> dict[str, Any]:
-    """Every measurement; the figures as one JSON-ready dict (with ``profile`` text when
-    asked for and rtmove is over the goal)."""
+def _measure(target: Target, source: Source, repeat: int, *, in_process: bool,
+             profile: bool) -> dict[str, Any]:
+    """One source's section: rtmove to the File Daemon and to itself, the bare movescu
+    calls, their ratios (and ``profile`` text when asked for and over the goal)."""
+    rows: dict[str, Any] = {}
+    results: list[RunResult] = []
+
+    def rtmove(dest: str) -> dict[str, float]:
+        figures, result = _collect_once(target, source, dest)
+        results.append(result)
+        return figures
+
+    rows["rtmove"] = _repeat(repeat, lambda: rtmove(source.site.file_daemon.ae_title))
+    rows["rtmove_self"] = _repeat(repeat, lambda: rtmove(SELF))
+    items = results[0].manifest.items()
+    calls = [_movescu_argv(source, item) for item in items]
+    rows["movescu"] = _repeat(repeat, lambda: _movescu_once(target, calls))
+    movescu = rows["movescu"]["total"]
+    for name in ("rtmove", "rtmove_self"):
+        _ratios(rows[name], movescu)
+        if in_process:  # this process's CPU time is the daemons' too
+            rows[name]["cpu"] = None
+    section: dict[str, Any] = {
+        "server": source.server, "ae_title": source.ae_title, "archive": source.archive,
+        "objects": sum(len(i.sop_uids) for i in items if i.outcome is Outcome.ARRIVED),
+        "expected_objects": len(target.expected), "movescu_calls": len(calls),
+        **rows, "overhead": rows["rtmove"]["overhead"],
+        "client_share": rows["rtmove"]["client_share"]}
+    section["over_goal"] = section["overhead"] > GOAL
+    if profile and section["over_goal"]:
+        dest = source.site.file_daemon.ae_title
+        labelled = [(_move_label(item, target.names, dest), argv)
+                    for item, argv in zip(items, calls, strict=True)]
+        section["profile"] = profile_collect(target, source, labelled)
+    return section
+
+
+def _move_label(item: Item, names: dict[str, str], dest: str) -> str:
+    uid = item.sop_uids[0] if item.level == "IMAGE" else item.series_uid
+    return f"C-MOVE {item.level} {names.get(uid, '?')} -> {dest}"
+
+
+def run(slices: int, size: int, repeat: int, *, sources: tuple[str, ...] = SOURCES,
+        archive: str = "recipe", in_process: bool = False, profile: bool = False,
+        ) -> dict[str, Any]:
+    """Every measurement, one section per source in ``sources``; the figures as one
+    JSON-ready dict (a section has ``profile`` text when asked for and over the goal).
+    ``archive``: what the emulated DB Daemon serves (dcmqrscp always serves files)."""
     config = SyntheticConfig(seed=0, slices=slices, rows=size, columns=size)
     recipe = make_recipe(config, 0)
     plan = recipe.plans[0]
@@ -366,42 +551,19 @@ def run(slices: int, size: int, repeat: int, *, source: str = "recipe",
     names = {plan.uid: "RTPLAN", ss.uid: "RTSTRUCT", ss.ct.series.uid: "CT series",
              **{d.uid: "RTDOSE" for d in doses}}
     expected = frozenset({plan.uid, ss.uid, *ss.ct.slice_uids, *(d.uid for d in doses)})
+    report: dict[str, Any] = {
+        "slices": slices, "size": size, "repeat": repeat, "goal": GOAL,
+        "daemons": "in process" if in_process else "child process", "sources": {}}
     with tempfile.TemporaryDirectory(prefix="bench-collect-") as tmp_name:
-        tmp = Path(tmp_name)
-        site = _make_site(tmp / "fd", _free_port())
-        target = Target(recipe.patient_id, plan.uid, expected, names,
-                        archive_path(tmp / "fd", recipe.patient_id, "CT", "x").parent,
-                        tmp / "self")
-        with _daemons(site, config, source, tmp / "archive", in_process) as db_port:
-            rows: dict[str, Any] = {}
-            results: list[RunResult] = []
-
-            def rtmove(dest: str) -> dict[str, float]:
-                figures, result = _collect_once(target, db_port, site, dest)
-                results.append(result)
-                return figures
-
-            rows["rtmove"] = _repeat(repeat, lambda: rtmove(site.file_daemon.ae_title))
-            rows["rtmove_self"] = _repeat(repeat, lambda: rtmove(SELF))
-            items = results[0].manifest.items()
-            calls = [_movescu_argv(site, db_port, item) for item in items]
-            rows["movescu"] = _repeat(repeat, lambda: _movescu_once(target, calls))
-            movescu = rows["movescu"]["total"]
-            for name in ("rtmove", "rtmove_self"):
-                _ratios(rows[name], movescu)
-                if in_process:  # this process's CPU time is the daemons' too
-                    rows[name]["cpu"] = None
-            report: dict[str, Any] = {
-                "slices": slices, "size": size, "repeat": repeat, "source": source,
-                "daemons": "in process" if in_process else "child process",
-                "objects": sum(len(i.sop_uids) for i in items
-                               if i.outcome is Outcome.ARRIVED),
-                "expected_objects": len(expected), "movescu_calls": len(calls),
-                **rows, "overhead": rows["rtmove"]["overhead"],
-                "client_share": rows["rtmove"]["client_share"], "goal": GOAL}
-            report["over_goal"] = report["overhead"] > GOAL
-            if profile and report["over_goal"]:
-                report["profile"] = profile_collect(target, db_port, site)
+        for kind in sources:
+            folder = Path(tmp_name) / kind
+            site = _make_site(folder / "fd", free_port())
+            target = Target(recipe.patient_id, plan.uid, expected, names,
+                            archive_path(folder / "fd", recipe.patient_id, "CT", "x").parent,
+                            folder / "self")
+            with _source(kind, site, config, archive, folder, in_process) as source:
+                report["sources"][kind] = _measure(target, source, repeat,
+                                                   in_process=in_process, profile=profile)
     return report
 
 
@@ -411,36 +573,58 @@ def _seconds(value: float | None, width: int) -> str:
     return f"{'-' if value is None else f'{value:.3f}':>{width}}"
 
 
-def _table(report: dict[str, Any]) -> str:
-    size = report["size"]
-    lines = [f"rtmove collect vs bare movescu: one plan, {report['slices']}-slice {size}x{size} "
-             f"CT + structure set + plan + dose(s) = {report['objects']} objects",
-             f"median of {report['repeat']} run(s); daemons in a {report['daemons']}, serving "
-             f"the archive from {report['source']}; seconds",
+def _served(kind: str, section: dict[str, Any], daemons: str) -> str:
+    """What one section's source is, in words."""
+    if kind == "emulator":
+        what = ("each object rebuilt from its recipe per request" if section["archive"] == "recipe"
+                else "stored files")
+        return (f"{section['server']} {section['ae_title']} serving {what}; both daemons in "
+                f"a {daemons}")
+    return (f"{section['server']} {section['ae_title']} serving the same objects as files; "
+            f"the File Daemon alone emulated, in a {daemons}")
+
+
+def _section(kind: str, section: dict[str, Any], daemons: str) -> list[str]:
+    lines = [f"source: {_served(kind, section, daemons)}",
              f"{'':<28}{'total':>7}{'resolve':>8}{'moves':>7}{'verify':>7}{'other':>7}"
              f"{'CPU':>7}{'overhead':>9}{'client':>8}{'1st run':>8}"]
     for key, label in (("rtmove", "rtmove collect -> VMSFD"),
                        ("rtmove_self", "rtmove collect --dest self")):
-        row = report[key]
+        row = section[key]
         lines.append(f"{label:<28}{row['total']:>7.3f}{row['resolve']:>8.3f}"
                      f"{row['move']:>7.3f}{row['verify']:>7.3f}{row['other']:>7.3f}"
                      f"{_seconds(row['cpu'], 7)}{row['overhead']:>9.1%}"
                      f"{row['client_share']:>8.1%}{row['first_run']:>8.3f}")
-    row = report["movescu"]
-    label = f"movescu x{report['movescu_calls']} -> VMSFD"
+    row = section["movescu"]
+    label = f"movescu x{section['movescu_calls']} -> VMSFD"
     lines.append(f"{label:<28}{row['total']:>7.3f}{'':>29}{row['cpu']:>7.3f}{'':>17}"
                  f"{row['first_run']:>8.3f}")
-    r, rs = report["rtmove"], report["rtmove_self"]
-    lines += [
+    r, rs = section["rtmove"], section["rtmove_self"]
+    lines.append(
         f"rtmove: {r['finds']:g} C-FINDs, {r['header_moves']:g} header moves to itself, then "
         f"{r['moves']:g} moves to VMSFD ({rs['moves']:g} with --dest self: the RT objects "
-        "read while resolving are kept).",
+        "read while resolving are kept).")
+    if section["over_goal"]:
+        lines.append(f"NOTE: rtmove's overhead {section['overhead']:.1%} is above the "
+                     f"{GOAL:.0%} goal (--profile shows where its time goes).")
+    return lines
+
+
+def _table(report: dict[str, Any]) -> str:
+    size = report["size"]
+    sections = report["sources"]
+    objects = next(iter(sections.values()))["expected_objects"]
+    lines = [f"rtmove collect vs bare movescu: one plan, {report['slices']}-slice {size}x{size} "
+             f"CT + structure set + plan + dose(s) = {objects} objects, moved to the emulated "
+             "File Daemon (VMSFD)",
+             f"median of {report['repeat']} run(s); seconds"]
+    for kind, section in sections.items():
+        lines += ["", *_section(kind, section, report["daemons"])]
+    lines += [
+        "",
         "overhead = (rtmove total - movescu total) / movescu total (for --dest self too, "
         "though its moves end in rtmove); client = (resolve + verify) / moves; CPU: the "
         "client's process (all its threads), or the movescu processes."]
-    if report["over_goal"]:
-        lines.append(f"NOTE: rtmove's overhead {report['overhead']:.1%} is above the "
-                     f"{GOAL:.0%} goal (--profile shows where its time goes).")
     return "\n".join(lines)
 
 
@@ -452,24 +636,34 @@ def main(argv: list[str] | None = None) -> int:
                         help="measured runs of each (median reported; default: %(default)s)")
     parser.add_argument("--profile", action="store_true",
                         help=f"profile one collect when the overhead is above {GOAL * 100:.0f}%%")
-    parser.add_argument("--source", choices=("recipe", "files"), default="recipe",
-                        help="the DB Daemon rebuilds each object from its recipe, or serves "
-                             "files written beforehand (default: %(default)s)")
+    parser.add_argument("--source", choices=SOURCES,
+                        help="the Q/R SCP the objects are moved from: the emulated DB Daemon, "
+                             "or DCMTK's dcmqrscp loaded with the same objects "
+                             "(default: both, one section each)")
+    parser.add_argument("--emulator-archive", choices=("recipe", "files"), default="recipe",
+                        help="the emulated DB Daemon rebuilds each object from its recipe, or "
+                             "serves files written beforehand (default: %(default)s)")
     parser.add_argument("--in-process", action="store_true",
-                        help="run the daemons in this process (sharing its GIL with rtmove)")
+                        help="run the emulated daemons in this process (sharing its GIL with "
+                             "rtmove)")
     args = parser.parse_args(argv)
     if args.repeat < 1:
         parser.error("--repeat must be at least 1")
     slices, size = (12, 64) if args.short else (120, 512)
-    report = run(slices, size, args.repeat, source=args.source, in_process=args.in_process,
-                 profile=args.profile)
-    profile = report.pop("profile", None)
+    sources = SOURCES if args.source is None else (args.source,)
+    report = run(slices, size, args.repeat, sources=sources, archive=args.emulator_archive,
+                 in_process=args.in_process, profile=args.profile)
+    profiles = {kind: section.pop("profile", None)
+                for kind, section in report["sources"].items()}
     print(json.dumps(report, indent=2) if args.json else _table(report))
     side = sys.stderr if args.json else sys.stdout  # --json: stdout is the JSON alone
-    if profile is not None:
-        print(f"\nProfile of one rtmove collect -> VMSFD\n{profile}", file=side)
-    elif args.profile:
-        print(f"\nno profile: the overhead is within the {GOAL:.0%} goal", file=side)
+    for kind, profile in profiles.items():
+        if profile is not None:
+            print(f"\nProfile of one rtmove collect -> VMSFD, source {kind}\n{profile}",
+                  file=side)
+        elif args.profile:
+            print(f"\nno profile for source {kind}: the overhead is within the {GOAL:.0%} goal",
+                  file=side)
     return 0
 
 

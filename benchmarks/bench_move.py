@@ -15,84 +15,36 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 from client.site import TrustedAE, default_site
 from emulators.archive import Archive
 from emulators.db_daemon import DBDaemon
 from emulators.files import write_patient
+from emulators.peers import DCMTK_ENV, LOOPBACK, dcmqrscp, free_port, running
 from emulators.synthetic import SyntheticConfig, make_recipe
 
-ENV = {**os.environ, "TCP_NODELAY": "1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_echo(port: int, called: str, timeout: float = 15.0) -> None:
-    """Ready when a C-ECHO succeeds. A bare TCP probe is not harmless: dcmqrscp 3.6.7
-    fails to reject the empty connection and its next move sub-association then fails."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        echo = subprocess.run(["echoscu", "-aec", called, "127.0.0.1", str(port)],
-                              capture_output=True, env=ENV, check=False)
-        if echo.returncode == 0:
-            return
-        time.sleep(0.1)
-    raise TimeoutError(f"no C-ECHO answer from {called} on {port}")
-
-
-@contextmanager
-def _process(argv: list[str], port: int, called: str, log: Path) -> Iterator[None]:
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=ENV)
-        try:
-            _wait_echo(port, called)
-            yield
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-
-
-def _dcmqrscp_config(folder: Path, port: int, dest_port: int) -> Path:
-    storage = folder / "qr"
-    storage.mkdir()
-    config = folder / "dcmqrscp.cfg"
-    config.write_text(f"""NetworkTCPPort = {port}
-MaxPDUSize = 16384
-MaxAssociations = 16
-HostTable BEGIN
-storescp = (STORESCP, 127.0.0.1, {dest_port})
-HostTable END
-VendorTable BEGIN
-VendorTable END
-AETable BEGIN
-QR {storage} RW (200, 1024mb) ANY
-AETable END
-""")
-    return config
+CALLER = "DCMTK"  # storescu's and movescu's AE title
+DEST = "STORESCP"  # the move destination's
+# dcmqrscp knows the destination, and the caller (at a port never served, as it is
+# a move destination too: a move to it fails).
+NOBODY_PORT = 1
 
 
 def _time_move(port: int, called: str, keys: list[str], dest: Path, expected: int) -> float:
     for old in dest.iterdir():
         old.unlink()
-    argv = ["movescu", "-S", "-aet", "DCMTK", "-aec", called, "-aem", "STORESCP",
+    argv = ["movescu", "-S", "-aet", CALLER, "-aec", called, "-aem", DEST,
             "-k", "QueryRetrieveLevel=SERIES", *(a for k in keys for a in ("-k", k)),
-            "127.0.0.1", str(port)]
+            LOOPBACK, str(port)]
     start = time.perf_counter()
-    subprocess.run(argv, check=True, env=ENV, capture_output=True)
+    subprocess.run(argv, check=True, env=DCMTK_ENV, capture_output=True)
     seconds = time.perf_counter() - start
     arrived = sum(1 for _ in dest.iterdir())
     if arrived != expected:
@@ -117,21 +69,19 @@ def run(slices: int, size: int, runs: int) -> list[dict[str, object]]:
         files = [p for p in files if p.name[3:-4] in set(ct.slice_uids)]
         dest = tmp / "dest"
         dest.mkdir()
-        dest_port, qr_port = _free_port(), _free_port()
+        dest_port = free_port()
         results: dict[str, float] = {}
-        with _process(["storescp", "-aet", "STORESCP", "-od", str(dest), str(dest_port)],
-                      dest_port, "STORESCP", tmp / "storescp.log"):
-            cfg = _dcmqrscp_config(tmp, qr_port, dest_port)
-            # Forking mode: 3.6.7 with --single-process stops listening after one association.
-            with _process(["dcmqrscp", "-c", str(cfg), str(qr_port)],
-                          qr_port, "QR", tmp / "dcmqrscp.log"):
-                subprocess.run(["storescu", "-aet", "DCMTK", "-aec", "QR", "127.0.0.1",
-                                str(qr_port), *map(str, files)], check=True, env=ENV)
+        with running(["storescp", "-aet", DEST, "-od", str(dest), str(dest_port)],
+                     dest_port, tmp / "storescp.log"):
+            peers = {DEST: (LOOPBACK, dest_port), CALLER: (LOOPBACK, NOBODY_PORT)}
+            with dcmqrscp(tmp / "dcmqrscp", "QR", peers, CALLER) as qr:
+                subprocess.run(["storescu", "-aet", CALLER, "-aec", qr.ae_title, qr.host,
+                                str(qr.port), *map(str, files)], check=True, env=DCMTK_ENV)
                 results["dcmqrscp"] = _median(runs, lambda: _time_move(
-                    qr_port, "QR", keys, dest, len(files)))
+                    qr.port, qr.ae_title, keys, dest, len(files)))
             site = default_site()
             site = dataclasses.replace(site, db_daemon=dataclasses.replace(site.db_daemon, port=0))
-            site = site.with_trusted(TrustedAE("STORESCP", "127.0.0.1", dest_port))
+            site = site.with_trusted(TrustedAE(DEST, LOOPBACK, dest_port))
             sources = {"recipe": lambda: Archive.synthetic(config, 1),
                        "files": lambda: Archive.from_folder(tmp / "gen")[0]}
             for name, make in sources.items():

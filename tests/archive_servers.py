@@ -5,16 +5,11 @@ our DB Daemon emulator. Both servers run on free loopback ports under a test's t
 folder, know exactly the given move destinations, accept only those AEs (plus the
 loader) as callers, and are stopped (process waited for) when the block ends.
 
-Traps handled here (measured on DCMTK 3.6.7 / Orthanc 1.10.1):
-* readiness is read from /proc (``peers.wait_for_port``) and then proved with
-  ``echoscu``: a bare TCP connect makes dcmqrscp log "state 1 event 7" and can break
-  a later move sub-association;
-* dcmqrscp runs in its default forking mode, since ``--single-process`` stops
-  accepting after the first association;
-* dcmqrscp keeps at most 500 studies per storage area and deletes the oldest beyond
-  that while storescu still reports success, so a bigger load is refused up front,
-  and every load is counted after;
-* every DCMTK tool gets ``TCP_NODELAY=1`` (else ~40 ms per object on loopback).
+dcmqrscp is started, made ready and stopped by :func:`emulators.peers.dcmqrscp`, whose
+docstrings say which traps of DCMTK 3.6.7 that handles. Here, in addition: dcmqrscp
+keeps at most 500 studies per storage area and deletes the oldest beyond that while
+storescu still reports success, so a bigger load is refused up front, and every load
+(to Orthanc 1.10.1 too) is counted after.
 """
 
 from __future__ import annotations
@@ -22,27 +17,30 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
-import subprocess
-import time
 import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager, suppress
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pydicom
 from daemons import dcmtk
-from peers import free_port, running, wait_for_port
 
-LOOPBACK = "127.0.0.1"
+from emulators.peers import (
+    DCMQRSCP_MAX_STUDIES,
+    LOOPBACK,
+    dcmqrscp,
+    free_port,
+    running,
+    tail,
+    wait_for_echo,
+    wait_for_port,
+)
+
 KINDS = ("dcmqrscp", "orthanc")
 LOADER_AE = "LOADER"
 # Where Debian puts daemons such as Orthanc; not on every user's PATH.
 SBIN_DIRS = ("/usr/local/sbin", "/usr/sbin", "/sbin")
-# dcmqrscp's hard limits per storage area (it lowers larger values with a warning).
-DCMQRSCP_MAX_STUDIES = 500
-_DCMQRSCP_MAX_MB_PER_STUDY = 1024  # the second quota number is per study, not in total
 # The loader must be a known peer to store, which also makes it a move destination:
 # this port is never served, so a move to it fails instead of reaching a stranger.
 _NOBODY_PORT = 1
@@ -64,7 +62,7 @@ class ArchiveServer:
 
     def log_tail(self, lines: int = _LOG_TAIL_LINES) -> str:
         """The end of the server's log, to explain a failed assertion."""
-        return _tail(self.log, lines)
+        return tail(self.log, lines)
 
 
 def find_executable(name: str) -> str | None:
@@ -96,7 +94,6 @@ def archive_server(kind: str, tmp: Path, files: Iterable[Path],
     peers = dict(destinations)
     peers.setdefault(LOADER_AE, (LOOPBACK, _NOBODY_PORT))
     with starters[kind](tmp, peers, ae_title) as (server, stored):
-        _wait_for_echo(server)
         _load(server, paths, tmp / "load", instances, stored)
         yield server
 
@@ -114,59 +111,14 @@ def _identify(paths: list[Path]) -> tuple[int, int]:
 
 
 @contextmanager
-def _started(kind: str, argv: list[str], port: int, log: Path,
-             ) -> Iterator[subprocess.Popen[bytes]]:
-    """``peers.running`` with a start failure explained by the server's own log."""
-    with ExitStack() as stack:
-        try:
-            proc = stack.enter_context(running(argv, port, log))
-        except (RuntimeError, TimeoutError) as exc:  # running() has already stopped it
-            raise RuntimeError(f"{kind} did not start: {exc}\n{_tail(log)}") from exc
-        yield proc
-
-
-@contextmanager
 def _dcmqrscp(tmp: Path, peers: Mapping[str, tuple[str, int]], ae_title: str,
               ) -> Iterator[tuple[ArchiveServer, Count]]:
-    """dcmqrscp in its default forking mode: one storage area, callers limited to ``peers``.
-
-    ``-dhl`` (no host lookup) makes the caller's host 127.0.0.1, as the HostTable says;
-    an unknown caller then gets a real A-ASSOCIATE-RJ.
-    """
-    port = free_port()
-    storage = tmp / "dcmqrscp-storage"
-    storage.mkdir(parents=True, exist_ok=True)
-    names = {title: f"peer{n}" for n, title in enumerate(peers)}
-    hosts = "\n".join(f"{names[title]} = ({title}, {host}, {peer_port})"
-                      for title, (host, peer_port) in peers.items())
-    quota = f"({DCMQRSCP_MAX_STUDIES}, {_DCMQRSCP_MAX_MB_PER_STUDY}mb)"
-    config = tmp / "dcmqrscp.cfg"
-    config.write_text(f"""NetworkTCPPort = {port}
-MaxPDUSize = 16384
-MaxAssociations = 32
-
-HostTable BEGIN
-{hosts}
-HostTable END
-
-VendorTable BEGIN
-VendorTable END
-
-AETable BEGIN
-{ae_title} {storage} RW {quota} {", ".join(names.values())}
-AETable END
-""")
-    log = tmp / "dcmqrscp.log"
-    argv = [_executable("dcmqrscp"), "--disable-host-lookup", "-c", str(config)]
-
-    def stored() -> int:
-        return sum(1 for p in storage.iterdir() if p.is_file() and p.name != "index.dat")
-
-    with _started("dcmqrscp", argv, port, log) as proc:
-        try:
-            yield ArchiveServer("dcmqrscp", LOOPBACK, port, ae_title, log), stored
-        finally:
-            _end_workers(proc.pid)
+    """dcmqrscp (forking, no host lookup, callers limited to ``peers``), ready to load."""
+    with dcmqrscp(tmp / "dcmqrscp", ae_title, peers, LOADER_AE,
+                  executable=_executable("dcmqrscp"), max_associations=32,
+                  timeout=_READY_TIMEOUT) as server:
+        yield (ArchiveServer("dcmqrscp", server.host, server.port, ae_title, server.log),
+               server.stored)
 
 
 @contextmanager
@@ -222,11 +174,16 @@ def _orthanc(tmp: Path, peers: Mapping[str, tuple[str, int]], ae_title: str,
     config_path.write_text(json.dumps(config, indent=2))
     log = tmp / "orthanc.log"  # Orthanc logs to stderr, which running() keeps here
     argv = [_executable("Orthanc"), "--no-jobs", str(config_path)]
-    with _started("Orthanc", argv, port, log) as proc:
-        try:
+    with ExitStack() as stack:
+        try:  # running() stops it again when it does not start
+            proc = stack.enter_context(running(argv, port, log))
             wait_for_port(http_port, proc)
+            # Listening is not serving: Orthanc opens its index first.
+            wait_for_echo(LOOPBACK, port, ae_title, LOADER_AE, _READY_TIMEOUT, proc=proc,
+                          executable=_executable("echoscu"))
         except (RuntimeError, TimeoutError) as exc:
-            raise RuntimeError(f"Orthanc's HTTP port did not open: {exc}\n{_tail(log)}") from exc
+            raise RuntimeError(f"Orthanc did not start: {exc}\n"
+                               f"{tail(log, _LOG_TAIL_LINES)}") from exc
 
         def stored() -> int:
             url = f"http://{LOOPBACK}:{http_port}/statistics"
@@ -234,55 +191,6 @@ def _orthanc(tmp: Path, peers: Mapping[str, tuple[str, int]], ae_title: str,
                 return int(json.load(response)["CountInstances"])
 
         yield ArchiveServer("orthanc", LOOPBACK, port, ae_title, log), stored
-
-
-def _end_workers(pid: int, timeout: float = 5.0) -> None:
-    """End dcmqrscp's workers (one forked per association) before the parent.
-
-    A worker whose caller never let go would outlive the parent, so it gets SIGTERM by
-    id; then we wait until the parent has reaped every worker (its loop does so about
-    once a second), since orphans would linger as ``<defunct>`` until init reaps them.
-    Linux only: elsewhere there is no /proc to find them in.
-    """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        children = _children(pid)
-        if not children:
-            return
-        for child, state in children.items():
-            if state != "Z":
-                with suppress(ProcessLookupError):
-                    os.kill(child, signal.SIGTERM)
-        time.sleep(0.05)
-
-
-def _children(pid: int) -> dict[int, str]:
-    """``pid``'s child processes and their states (``Z``: exited, not yet reaped)."""
-    try:
-        ids = [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return {}
-    states = {}
-    for child in ids:
-        try:  # "pid (comm) state ...": comm may hold spaces, the state follows its ')'
-            states[child] = Path(f"/proc/{child}/stat").read_text().rsplit(")", 1)[1].split()[0]
-        except (OSError, IndexError):
-            continue
-    return states
-
-
-def _wait_for_echo(server: ArchiveServer, timeout: float = _READY_TIMEOUT) -> None:
-    """Listening is not serving (Orthanc opens its index first): echo until it answers."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = dcmtk(_executable("echoscu"), "-aet", LOADER_AE, "-aec", server.ae_title,
-                       "-to", "5", server.host, str(server.port), timeout=30)
-        if result.returncode == 0:
-            return
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{server.kind} never answered C-ECHO:\n{result.stdout}\n"
-                               f"{server.log_tail()}")
-        time.sleep(0.2)
 
 
 def _load(server: ArchiveServer, paths: list[Path], staging: Path, expected: int,
@@ -318,11 +226,3 @@ def _executable(name: str) -> str:
     if path is None:
         raise FileNotFoundError(f"{name!r} is not installed (neither on PATH nor in sbin)")
     return path
-
-
-def _tail(log: Path, lines: int = _LOG_TAIL_LINES) -> str:
-    try:
-        text = log.read_text(errors="replace")
-    except OSError as exc:
-        return f"(no log: {exc})"
-    return "\n".join(text.splitlines()[-lines:])

@@ -3,25 +3,22 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
-from peers import free_port
 
 from client.site import Site, TrustedAE, default_site
 from emulators.archive import Archive
 from emulators.db_daemon import DBDaemon
 from emulators.file_daemon import FileDaemon
 from emulators.files import part10_body
+from emulators.peers import DCMTK_ENV, free_port
+from emulators.peers import LOOPBACK as LOOPBACK  # for tests that import it from here
 from emulators.serve import serving
 from emulators.synthetic import Profile, SyntheticConfig
-
-LOOPBACK = "127.0.0.1"
-DCMTK_ENV = {**os.environ, "TCP_NODELAY": "1"}
 
 
 def make_site(tmp: Path, *, extra: tuple[TrustedAE, ...] = (), **db_options: object) -> Site:

@@ -120,5 +120,5 @@ def _report(args: argparse.Namespace, result: RunResult, out: Path | None) -> in
         print(f"rtmove: {missing} object(s) did not arrive whole at {manifest.destination} "
               f"after the retries (see {path}).", file=sys.stderr)
     where = f" in {out}" if manifest.destination == SELF and out else ""
-    console.print(f"manifest: {path}{where}", highlight=False)
+    console.print(f"manifest: {path}{where}", highlight=False, soft_wrap=True)
     return int(kind)

@@ -241,12 +241,14 @@ def test_move_a_hand_written_manifest(target: Target, tmp_path: Path) -> None:
     assert series["outcome"] == "arrived"
 
 
-def test_an_unknown_destination_is_explained_whatever_the_server_says(target: Target) -> None:
+def test_an_unknown_destination_is_explained_whatever_the_server_says(
+        target: Target, tmp_path: Path) -> None:
     """dcmqrscp and the emulator answer 0xA801, Orthanc 0xC000: both end as exit 5
     with a sentence naming the destination and where to add it."""
     recipe = recipe_of(CONFIG, 4)
     done = _rtmove(target, "collect", "--patient", recipe.patient_id,
-                   "--plan", recipe.plans[0].uid, "--dest", "NOSUCH", "--retries", "0")
+                   "--plan", recipe.plans[0].uid, "--dest", "NOSUCH", "--retries", "0",
+                   "--write-manifest", str(tmp_path / "m.json"))
     assert done.returncode == 5, done.stdout + done.stderr
     error = json.loads(done.stdout)["error"]
     assert "NOSUCH" in error

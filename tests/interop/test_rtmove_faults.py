@@ -55,6 +55,12 @@ class HookedFileDaemon(FileDaemon):
         return [(event, hooked)]
 
 
+@pytest.fixture(autouse=True)
+def _in_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """rtmove writes ./manifest.json when told nowhere else: keep it out of the repo."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="module")
 def archive() -> Iterator[Archive]:
     archive = small_archive(patients=2, seed=7, slices=8, size=32)
