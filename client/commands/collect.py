@@ -17,7 +17,7 @@ from client.resolve import PlanChoice
 from client.settings import SELF
 from client.transfer import ProgressSink
 
-from .common import SubParsers, add_connection_options, run, settings
+from .common import SubParsers, add_connection_options, patient_id, run, settings
 
 
 def register(commands: SubParsers) -> None:
@@ -26,7 +26,8 @@ def register(commands: SubParsers) -> None:
         description="Find the plan (C-FIND), read it and what it references (C-MOVE of the "
                     "RT objects to this client), then move the plan, its structure set, the "
                     "image series and its doses to the destination and check they arrived.")
-    p.add_argument("--patient", required=True, metavar="ID", help="the Patient ID")
+    p.add_argument("--patient", required=True, type=patient_id, metavar="ID",
+                   help="the Patient ID, exactly as the archive spells it")
     p.add_argument("--plan", type=_plan_choice, default="approved",
                    metavar="UID|LABEL|all|approved",
                    help="an RT Plan's SOP Instance UID or label, 'all' plans or the 'approved' "

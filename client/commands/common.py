@@ -77,4 +77,23 @@ def run(handler: Handler) -> Handler:
             return handler(args)
         except (DicomError, SiteError, ManifestError) as exc:
             return fail(args, exc)
+        except KeyboardInterrupt:
+            print("rtmove: interrupted; a re-run moves only what is missing", file=sys.stderr)
+            return 130
     return wrapped
+
+
+def patient_id(text: str) -> str:
+    """``--patient``: matched exactly, so no character C-FIND reads as a pattern or list."""
+    value = text.strip()
+    if not value:
+        raise argparse.ArgumentTypeError("the Patient ID is empty")
+    bad = sorted({ch for ch in value if ch in "*?\\" or ord(ch) < 32})
+    if bad:
+        raise argparse.ArgumentTypeError(
+            f"{value!r} holds {', '.join(repr(ch) for ch in bad)}: C-FIND would read it as a "
+            "wildcard or a list of IDs and match other patients")
+    if len(value) > 64:
+        raise argparse.ArgumentTypeError(f"{value[:20]!r}...: a Patient ID (LO) has at most "
+                                         "64 characters")
+    return value

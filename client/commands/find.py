@@ -16,7 +16,7 @@ from client.report import plans_table
 from client.resolve import PlanInfo, Resolver
 from client.session import Session
 
-from .common import SubParsers, add_connection_options, run, settings
+from .common import SubParsers, add_connection_options, patient_id, run, settings
 
 
 def register(commands: SubParsers) -> None:
@@ -24,7 +24,8 @@ def register(commands: SubParsers) -> None:
         "find", help="list a patient's plans (label, date, approval, doses)",
         description="C-FIND the patient's studies and series, read each plan and dose "
                     "(C-MOVE to this client's own Storage SCP) and list the plans.")
-    p.add_argument("--patient", required=True, metavar="ID", help="the Patient ID")
+    p.add_argument("--patient", required=True, type=patient_id, metavar="ID",
+                   help="the Patient ID, exactly as the archive spells it")
     add_connection_options(p)
     p.set_defaults(handler=run(_find))
 

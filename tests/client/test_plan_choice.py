@@ -76,3 +76,4 @@ def test_an_empty_plan_on_the_command_line_is_a_usage_error(
         main(["collect", "--patient", "X", "--plan", ""])
     assert exit_info.value.code == 2
     assert "--plan needs a UID" in capsys.readouterr().err
+
