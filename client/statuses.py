@@ -28,6 +28,13 @@ class MoveResult:
     remaining: int
     failed_uids: tuple[str, ...] = ()
     comment: str = ""
+    counted: bool = True  # the final response carried sub-operation counts
+
+    @property
+    def uncounted_success(self) -> bool:
+        """Success without counts (they are optional on a final Success, PS3.4 C.4.2.1.6):
+        only a folder we can read could say more."""
+        return self.status == SUCCESS and not self.counted
 
     @property
     def sent(self) -> int:
@@ -46,7 +53,8 @@ def move_result(status: Dataset) -> MoveResult:
         warning=int(status.get("NumberOfWarningSuboperations") or 0),
         remaining=int(status.get("NumberOfRemainingSuboperations") or 0),
         failed_uids=tuple(str(u) for u in failed_uids),
-        comment=str(status.get("ErrorComment") or ""))
+        comment=str(status.get("ErrorComment") or ""),
+        counted=status.get("NumberOfCompletedSuboperations") not in (None, ""))
 
 
 def _comment(status: Dataset | MoveResult) -> str:

@@ -89,6 +89,10 @@ class Transfer:
         if not item.sop_uids:  # a hand-written series: learn its instances first
             item = replace(item, sop_uids=self._instances(item))
         expected = set(item.sop_uids)
+        if not expected:
+            return replace(item, outcome=Outcome.FAILED, note=(
+                f"{s.aec} lists no instance in series {item.series_uid} of study "
+                f"{item.study_uid} (C-FIND at IMAGE level): nothing to move"))
         self.progress.start(item, len(expected))
         watch = self.folder is not None
         # ``known``: exactly which instances are missing, when we can tell (None: unknown).
@@ -123,7 +127,7 @@ class Transfer:
             if watch:
                 known = missing = expected - self._arrived(expected, patient_id, item)
             elif result is not None and error is None and not result.failed \
-                    and result.sent >= asked:
+                    and (result.sent >= asked or result.uncounted_success):
                 missing = set()
             elif result is not None and result.failed_uids:
                 known = missing = set(result.failed_uids)

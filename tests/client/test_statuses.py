@@ -57,6 +57,7 @@ def test_move_result_reads_counts_and_comment() -> None:
                  FailedSOPInstanceUIDList=["1.2.3.4", "1.2.3.5"])
     result = move_result(ds)
     assert result == MoveResult(0xB000, 5, 2, 1, 3, ("1.2.3.4", "1.2.3.5"), "disk full")
+    assert result.counted and not result.uncounted_success
     assert result.sent == 6  # warnings arrived too
 
 
@@ -71,7 +72,8 @@ def test_move_result_defaults_absent_or_empty_values_to_zero() -> None:
     ds = _status(Status=0x0000, NumberOfCompletedSuboperations=None,
                  FailedSOPInstanceUIDList="")
     result = move_result(ds)
-    assert result == MoveResult(0, 0, 0, 0, 0, (), "")
+    assert result == MoveResult(0, 0, 0, 0, 0, (), "", counted=False)
+    assert result.uncounted_success  # nothing says how many: trust, or look in a folder
     assert all(isinstance(u, str) for u in move_result(
         _status(Status=0, FailedSOPInstanceUIDList=["1.2"])).failed_uids)
 

@@ -257,3 +257,21 @@ def test_an_unknown_destination_is_explained_whatever_the_server_says(
     else:
         assert f"{target.aec} does not know the move destination NOSUCH (status 0xA801)" \
             in error
+
+
+def test_a_listed_series_the_archive_does_not_have_fails_by_name(target: Target,
+                                                                 tmp_path: Path) -> None:
+    recipe = recipe_of(CONFIG, 3)
+    plan = recipe.plans[0]
+    manifest = tmp_path / "uids.json"
+    manifest.write_text(json.dumps({"patient_id": recipe.patient_id, "items": [
+        {"study_uid": plan.study.uid, "series_uid": "1.2.3.4.5.6.7"},
+        {"study_uid": plan.study.uid, "series_uid": plan.series.uid, "sop_uids": [plan.uid]},
+    ]}))
+    done = _rtmove(target, "move", "--manifest", str(manifest), "--dest", "self",
+                   "--out", str(tmp_path / "out"))
+    assert done.returncode == 8, done.stderr + done.stdout  # incomplete
+    items = json.loads(done.stdout)["manifest"]["collections"][0]["items"]
+    assert items[0]["outcome"] == "failed"
+    assert "lists no instance in series 1.2.3.4.5.6.7" in items[0]["note"]
+    assert items[1]["outcome"] == "arrived"
