@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -271,9 +271,3 @@ def _counts(status: Dataset) -> tuple[int, int, int]:
 def _summary(ds: Dataset) -> str:
     return " ".join(f"{e.keyword}={e.value}" for e in ds if e.value not in ("", None))
 
-
-def iter_values(datasets: list[Dataset], keyword: str) -> Iterator[str]:
-    for ds in datasets:
-        value = ds.get(keyword)
-        if value:
-            yield str(value)
