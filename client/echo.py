@@ -7,8 +7,8 @@ import time
 from pynetdicom import AE
 from pynetdicom.sop_class import Verification  # type: ignore[attr-defined]
 
-from .errors import AssociationFailed, AssociationRejected, DicomError, Kind
-from .tcp import NO_DELAY
+from .association import associate
+from .errors import AssociationFailed, DicomError, Kind
 
 
 def echo(host: str, port: int, calling: str, called: str, timeout: float = 10.0) -> float:
@@ -18,17 +18,12 @@ def echo(host: str, port: int, calling: str, called: str, timeout: float = 10.0)
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = timeout
     peer = f"{called} at {host}:{port}"
     start = time.monotonic()
-    assoc = ae.associate(host, port, ae_title=called, evt_handlers=NO_DELAY)
     try:
-        rsp = assoc.acceptor.primitive
-        if assoc.is_rejected and rsp is not None:
-            raise AssociationRejected(int(rsp.result or 0), int(rsp.result_source or 0),
-                                      int(rsp.diagnostic or 0), calling, called, peer)
-        if not assoc.is_established:
-            raise AssociationFailed(
-                f"No association with {peer}: the connection was refused, timed out after "
-                f"{timeout:g} s, or was aborted. Check the host, the port and that the "
-                "daemon is running; a firewall may drop the connection.")
+        assoc = associate(ae, host, port, called, timeout)
+    except DicomError:
+        ae.shutdown()
+        raise
+    try:
         status = assoc.send_c_echo()
         if not status or "Status" not in status:
             raise AssociationFailed(f"{peer} sent no C-ECHO response within {timeout:g} s.")

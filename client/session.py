@@ -15,7 +15,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.events import Event
+from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     CTImageStorage,
@@ -35,11 +35,11 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from .errors import AssociationFailed, AssociationRejected, DicomError, Kind
+from .association import associate
+from .errors import AssociationFailed, DicomError, Kind
 from .settings import Settings
 from .site import Model
 from .statuses import MoveResult, find_failure, move_result
-from .tcp import NO_DELAY
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ class Session:
             ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.timeout
             ae.connection_timeout = min(s.timeout, 15.0)
             self._ae = ae
-        handlers = [*NO_DELAY, (evt.EVT_DIMSE_RECV, self._on_message)]
+        handlers: list[EventHandlerType] = [(evt.EVT_DIMSE_RECV, self._on_message)]
         roles: list[Any] = []  # pynetdicom's union of negotiation items
         if self._wants_get and self.store is not None:
             handlers.append((evt.EVT_C_STORE, self.store))
@@ -143,17 +143,8 @@ class Session:
                 role = SCP_SCU_RoleSelectionNegotiation()
                 role.sop_class_uid, role.scu_role, role.scp_role = uid, False, True
                 roles.append(role)
-        assoc = self._ae.associate(s.host, s.port, ae_title=s.aec, evt_handlers=handlers,
-                                   ext_neg=roles or None)
-        rsp = assoc.acceptor.primitive
-        if assoc.is_rejected and rsp is not None:
-            raise AssociationRejected(int(rsp.result or 0), int(rsp.result_source or 0),
-                                      int(rsp.diagnostic or 0), s.aet, s.aec, s.peer)
-        if not assoc.is_established:
-            raise AssociationFailed(
-                f"No association with {s.peer}: the connection was refused, timed out after "
-                f"{s.timeout:g} s, or was aborted. Check the host, the port and that the "
-                "daemon is running; a firewall may drop the connection.")
+        assoc = associate(self._ae, s.host, s.port, s.aec, s.timeout, handlers=handlers,
+                          ext_neg=roles or None)
         accepted = {cx.abstract_syntax for cx in assoc.accepted_contexts}
         missing = [m for m in (FIND, MOVE) if _CONTEXTS[m] not in accepted]
         if missing:
