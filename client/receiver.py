@@ -40,6 +40,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from .errors import LocalError
 from .files import archive_path, write_received
 from .scp import RunningServer, serve
+from .statuses import failure_status
 from .tcp import NO_DELAY
 
 log = logging.getLogger(__name__)
@@ -128,7 +129,7 @@ class Receiver:
         except Exception as exc:  # whatever the peer sent that pydicom cannot read
             log.warning("cannot read the object %s the server sent: %s", sop_uid, exc)
             self.refused[sop_uid] = f"unreadable: {exc}"
-            return _status(CANNOT_UNDERSTAND, f"cannot decode the dataset: {exc}")
+            return failure_status(CANNOT_UNDERSTAND, f"cannot decode the dataset: {exc}")
         path = archive_path(self.folder, patient_id, modality, sop_uid)
         try:
             write_received(path, body, str(request.AffectedSOPClassUID), sop_uid,
@@ -138,7 +139,7 @@ class Receiver:
             log.error("cannot write %s: %s", path, exc)
             self.refused[sop_uid] = f"cannot write: {exc.strerror or exc}"
             full = exc.errno in (errno.ENOSPC, errno.EDQUOT)
-            return _status(OUT_OF_RESOURCES if full else PROCESSING_FAILURE,
+            return failure_status(OUT_OF_RESOURCES if full else PROCESSING_FAILURE,
                            f"cannot write the file: {exc.strerror or exc}")
         with self._lock:
             self._arrived[sop_uid] = path
@@ -163,9 +164,3 @@ def _contexts() -> list[PresentationContext]:
             for cx in AllStoragePresentationContexts
             if any(kind in UID(str(cx.abstract_syntax)).keyword for kind in _KINDS)]
 
-
-def _status(code: int, comment: str) -> Dataset:
-    ds = Dataset()
-    ds.Status = code
-    ds.ErrorComment = comment[:64]
-    return ds

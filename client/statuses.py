@@ -42,6 +42,15 @@ class MoveResult:
         return self.completed + self.warning
 
 
+def failure_status(code: int, comment: str) -> Dataset:
+    """A response status with an Error Comment (LO: at most 64 characters), for an SCP
+    that refuses something and says why (rtmove's receiver, the emulated daemons)."""
+    ds = Dataset()
+    ds.Status = code
+    ds.ErrorComment = comment[:64]
+    return ds
+
+
 def move_result(status: Dataset) -> MoveResult:
     failed_uids = status.get("FailedSOPInstanceUIDList") or ()
     if isinstance(failed_uids, str):

@@ -17,10 +17,11 @@ from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
 
 from client.site import Site
+from client.statuses import failure_status as failure
 
 from .archive.from_dataset import text_value
 from .files import TEMP_PREFIX, Received, archive_path, safe_name, write_received
-from .service import Daemon, calling_ae, failure, store_request
+from .service import Daemon, calling_ae, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
 
 # C-STORE statuses (PS3.4 B.2.3).

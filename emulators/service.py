@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from io import BytesIO
 from typing import Self, cast
 
-from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event, EventHandlerType
@@ -145,9 +144,3 @@ def calling_ae(event: Event) -> str:
     return str(event.assoc.requestor.ae_title).strip()
 
 
-def failure(status: int, comment: str) -> Dataset:
-    """A status dataset with an Error Comment (at most 64 characters, as LO allows)."""
-    ds = Dataset()
-    ds.Status = status
-    ds.ErrorComment = comment[:64]
-    return ds

@@ -16,11 +16,12 @@ from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
 
 from client.site import DEFAULT_CHARSET, Model, Site, TrustedAE
+from client.statuses import failure_status as failure
 
 from ..archive import Archive, ArchiveError
 from ..archive.from_dataset import NotIndexable, dataset_rows, text_value
 from ..files import Received, archive_path, write_part10, write_received
-from ..service import Daemon, calling_ae, failure, store_request
+from ..service import Daemon, calling_ae, store_request
 from ..sop_classes import (
     MODEL_OF_UID,
     QUERY_RETRIEVE,
