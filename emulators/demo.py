@@ -25,6 +25,7 @@ from .cli_common import (
     int_at_least,
     synthetic_config,
 )
+from .peers import free_port
 from .serve import configure_logging, serving, with_ports
 from .service import DaemonError
 from .synthetic import make_recipe
@@ -35,11 +36,7 @@ def _site(args: argparse.Namespace) -> Site:
     fd = dataclasses.replace(site.file_daemon, output=args.out / "filedaemon")
     site = dataclasses.replace(site, file_daemon=fd)
     if args.free_ports:  # 0: each daemon takes a free port; the client's receive port too
-        from socket import socket
-
-        with socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            client = dataclasses.replace(site.client, port=int(sock.getsockname()[1]))
+        client = dataclasses.replace(site.client, port=free_port())
         site = with_ports(dataclasses.replace(site, client=client), 0, 0)
     return site
 

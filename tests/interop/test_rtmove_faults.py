@@ -88,6 +88,17 @@ def rtmove(site: Site, recipe: PatientRecipe, capsys: pytest.CaptureFixture[str]
     return code, json.loads(out)
 
 
+def cut_the_client_at(store: int, dbd: DBDaemon, site: Site) -> Hook:
+    """A File Daemon hook aborting the client's association with the DB Daemon when the
+    ``store``-th object arrives: the network cut halfway through a move."""
+    def cut(seen: int) -> None:
+        if seen == store:
+            for assoc in dbd.ae.active_associations:
+                if assoc.requestor.ae_title == site.client.ae_title:
+                    assoc.abort()
+    return cut
+
+
 def collection(recipe: PatientRecipe) -> set[str]:
     plan = recipe.plans[0]
     ss = plan.structure_set
@@ -146,13 +157,7 @@ def test_an_abort_halfway_through_the_ct_then_a_rerun_moves_only_the_rest(
         tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = archive.recipe(0)
     with daemons(tmp_path, archive) as (site, dbd, fd):
-        def cut(seen: int) -> None:  # plan, structure set, then 3 CT slices: cut the client
-            if seen == 5:
-                for assoc in dbd.ae.active_associations:
-                    if assoc.requestor.ae_title == site.client.ae_title:
-                        assoc.abort()
-
-        fd.hook = cut
+        fd.hook = cut_the_client_at(5, dbd, site)  # plan, structure set, 3 CT slices
         code, report = rtmove(site, recipe, capsys, "--retries", "0")
         assert code == 8, report  # incomplete
         first = in_folder(fd.output)
@@ -174,13 +179,7 @@ def test_with_retries_the_abort_is_survived_in_one_run(
         tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
     recipe = archive.recipe(0)
     with daemons(tmp_path, archive) as (site, dbd, fd):
-        def cut(seen: int) -> None:
-            if seen == 5:
-                for assoc in dbd.ae.active_associations:
-                    if assoc.requestor.ae_title == site.client.ae_title:
-                        assoc.abort()
-
-        fd.hook = cut
+        fd.hook = cut_the_client_at(5, dbd, site)
         code, report = rtmove(site, recipe, capsys)
         assert code == 0, report
         assert in_folder(fd.output) == collection(recipe)
