@@ -62,14 +62,22 @@ def retrying(settings: Settings, step: Callable[[], T], what: str) -> T:
             time.sleep(delay)
 
 
+def _output(settings: Settings) -> Path | None:
+    """Where objects moved to this client go; None when they go elsewhere."""
+    if not settings.to_self:
+        return None
+    if settings.out is None:
+        raise DicomError("--dest self needs --out DIR: where this client writes what it "
+                         "receives.", Kind.USAGE)
+    return settings.out
+
+
 def collect(settings: Settings, patient_id: str, choice: PlanChoice, *,
             verify_dir: Path | None = None, progress: ProgressSink | None = None,
-            on_resolved: Callable[[Manifest], None] | None = None) -> RunResult:
+            ) -> RunResult:
     """Resolve ``choice`` for ``patient_id`` and move it to ``settings.dest``."""
+    out = _output(settings)
     with ExitStack() as stack:
-        if settings.to_self and settings.out is None:
-            raise DicomError("--dest self needs --out DIR: where this client writes what it "
-                             "receives.", Kind.USAGE)
         # Headers read while resolving go to a temporary folder: the output must hold the
         # collection only, not every plan and dose of the patient that had to be read.
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rtmove-")))
@@ -86,10 +94,8 @@ def collect(settings: Settings, patient_id: str, choice: PlanChoice, *,
         manifest = replace(manifest, destination=settings.dest, extra={
             "resolve_seconds": round(time.monotonic() - started, 3),
             "finds": session.finds, "header_moves": session.moves})
-        if on_resolved is not None:
-            on_resolved(manifest)
-        if settings.to_self and settings.out is not None:
-            receiver.redirect(settings.out, {u for i in manifest.items() for u in i.sop_uids})
+        if out is not None:
+            receiver.redirect(out, {u for i in manifest.items() for u in i.sop_uids})
         return _move(session, settings, manifest, verify_dir, progress)
     raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
 
@@ -97,13 +103,10 @@ def collect(settings: Settings, patient_id: str, choice: PlanChoice, *,
 def move(settings: Settings, manifest: Manifest, *, verify_dir: Path | None = None,
          progress: ProgressSink | None = None) -> RunResult:
     """Move a given manifest (e.g. UIDs exported from a scripting API) to ``settings.dest``."""
+    out = _output(settings)
     with ExitStack() as stack:
-        if settings.to_self:
-            if settings.out is None:
-                raise DicomError("--dest self needs --out DIR: where this client writes what "
-                                 "it receives.", Kind.USAGE)
-            receiver = stack.enter_context(
-                Receiver(settings.aet, settings.recv_port, settings.out))
+        if out is not None:
+            receiver = stack.enter_context(Receiver(settings.aet, settings.recv_port, out))
             session = stack.enter_context(Session(settings, receiver.on_store))
         else:
             session = stack.enter_context(Session(settings))
@@ -114,7 +117,7 @@ def move(settings: Settings, manifest: Manifest, *, verify_dir: Path | None = No
 
 def _move(session: Session, settings: Settings, manifest: Manifest, verify_dir: Path | None,
           progress: ProgressSink | None) -> RunResult:
-    watch = settings.out if settings.to_self else verify_dir
+    watch = _output(settings) or verify_dir
     destination = settings.aet if settings.to_self else settings.dest
     transfer = Transfer(session, destination, Folder(watch) if watch is not None else None,
                         progress or ProgressSink())
