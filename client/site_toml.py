@@ -84,10 +84,20 @@ def parse_site(text: str, source: str = "<string>", base_dir: Path | None = None
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise _syntax_error(source, text, exc) from exc
-    context = _Context(source, text, base_dir)
+    return _site(_Context(source, text, base_dir), data)
+
+
+def parse_site_data(data: Mapping[str, object], source: str, base_dir: Path | None = None,
+                    ) -> Site:
+    """The site an already-read TOML table describes (a scenario's ``[site]``): the same
+    rules and errors as a site file, without line numbers."""
+    return _site(_Context(source, "", base_dir), data)
+
+
+def _site(context: _Context, data: Mapping[str, object]) -> Site:
     site: Site = _SITE(context, data, ())
     _check_listening_addresses(context, data, site)
-    return dataclasses.replace(site, source=source)
+    return dataclasses.replace(site, source=context.source)
 
 
 # --- where a key is written ------------------------------------------------------------

@@ -34,6 +34,7 @@ from .cli_common import (
 from .demo import add_demo
 from .files import safe_name, write_patient
 from .preview import render_preview
+from .scenarios.command import add_scenario
 from .serve import add_patients, add_serve
 from .synthetic import Mess, PatientRecipe, make_recipe, object_refs
 
@@ -207,6 +208,7 @@ COMMANDS: tuple[Callable[[SubParsers[argparse.ArgumentParser]], None], ...] = (
     add_serve,
     add_patients,
     add_demo,
+    add_scenario,
 )
 
 

@@ -20,6 +20,8 @@ from client.site import Site
 from client.statuses import failure_status as failure
 
 from .archive.from_dataset import text_value
+from .faults.model import FileDaemonFaults
+from .faults.storage import StoreInjector
 from .files import TEMP_PREFIX, Received, archive_path, safe_name, write_received
 from .service import Daemon, calling_ae, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
@@ -49,6 +51,7 @@ class FileDaemon(Daemon):
         # Where each SOP Instance is, by its file-name form: one file per instance, even
         # when it comes again under another patient ID or modality (another path).
         self._files: dict[str, Path] = {}
+        self.store_faults = StoreInjector(self.log)
         register_private_classes()
         for uid in STORAGE.values():
             self.ae.add_supported_context(uid, STORAGE_TRANSFER_SYNTAXES)
@@ -56,6 +59,18 @@ class FileDaemon(Daemon):
 
     def handlers(self) -> list[EventHandlerType]:
         return [(evt.EVT_C_STORE, self._on_store)]
+
+    def inject(self, faults: FileDaemonFaults) -> None:
+        """Break the daemon as ``faults`` say, from the next request on (counters reset)."""
+        self.association_faults.faults = faults.association
+        self.store_faults.faults = faults.store
+
+    def on_accepted(self, event: Event) -> None:
+        acceptor = event.assoc.acceptor
+        acceptor.supported_contexts = self.store_faults.negotiable(acceptor.supported_contexts)
+
+    def on_stop(self) -> None:
+        self.store_faults.join()
 
     def on_start(self) -> None:
         """Learn what earlier runs left in the output folder."""
@@ -90,15 +105,28 @@ class FileDaemon(Daemon):
                              request.AffectedSOPInstanceUID, calling, sop_class, sop_uid)
             return failure(DATASET_DOES_NOT_MATCH_SOP_CLASS,
                             "SOP Class/Instance UID differ from the C-STORE request")
+        seen, refusal = self.store_faults.before(self.stopping,
+                                                 lambda: not event.assoc.is_established)
+        if refusal is not None:
+            return failure(*refusal)
         path = self.path_for(patient_id, modality, sop_uid)
-        try:
+
+        def write() -> Received:
             outcome = write_received(path, body, sop_class, sop_uid,
                                      str(event.context.transfer_syntax), calling)
+            self._written(outcome, path, sop_uid, calling)
+            return outcome
+
+        try:
+            self.store_faults.write(seen, path, write)
         except OSError as exc:
             self.log.error("File Daemon cannot write %s: %s", path, exc)
             status = OUT_OF_RESOURCES if exc.errno in (errno.ENOSPC, errno.EDQUOT) \
                 else PROCESSING_FAILURE
             return failure(status, f"cannot write the file: {exc.strerror or exc}")
+        return SUCCESS
+
+    def _written(self, outcome: Received, path: Path, sop_uid: str, calling: str) -> None:
         if outcome is Received.REPLACED:
             self.log.warning("File Daemon: %s received again from %r with other content; "
                              "replaced %s", sop_uid, calling, path)
@@ -113,4 +141,3 @@ class FileDaemon(Daemon):
                                  "modality); that file is replaced by %s", sop_uid,
                                  previous, path)
                 previous.unlink(missing_ok=True)
-        return SUCCESS

@@ -24,6 +24,7 @@ from client.site import Timeouts, TrustedAE
 from client.tcp import NO_DELAY
 from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
+from .faults.association import AssociationInjector
 from .trust import TrustPolicy, log_verdict
 
 _STOP_GRACE = 10.0  # seconds to wait for association threads after an abort
@@ -55,6 +56,9 @@ class Daemon:
         self.ae.network_timeout = timeouts.network
         self._server: RunningServer | None = None
         self._lock = threading.Lock()
+        # Faults (see emulators.faults): injected from outside, never by editing the daemon.
+        self.association_faults = AssociationInjector(self.log)
+        self.stopping = threading.Event()  # set at stop: ends every fault's wait
 
     # -- what subclasses provide ------------------------------------------------------
     def handlers(self) -> list[EventHandlerType]:
@@ -66,6 +70,9 @@ class Daemon:
 
     def on_stop(self) -> None:
         """Release what the subclass holds, after the server has stopped (or failed)."""
+
+    def on_accepted(self, event: Event) -> None:
+        """A request the trust rules let in, before its contexts are negotiated."""
 
     # -- lifecycle ----------------------------------------------------------------------
     @property
@@ -85,6 +92,7 @@ class Daemon:
                 return self
             handlers: list[EventHandlerType] = [(evt.EVT_REQUESTED, self._on_requested),
                                                 *NO_DELAY, *self.handlers()]
+            self.stopping.clear()
             self.on_start()
             try:
                 server = serve(self.ae, (self.bind, self.requested_port), handlers)
@@ -103,10 +111,12 @@ class Daemon:
             server, self._server = self._server, None
             if server is None:
                 return
+        self.stopping.set()
         threads = server.stop()
         deadline = time.monotonic() + _STOP_GRACE
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        self.association_faults.join(max(0.0, deadline - time.monotonic()))
         self.on_stop()
         self.log.info("%s %s stopped", self.name, self.ae_title)
 
@@ -123,6 +133,13 @@ class Daemon:
     def _on_requested(self, event: Event) -> None:
         """Judge each A-ASSOCIATE-RQ before pynetdicom negotiates it (PS3.8 7.1.1.7)."""
         assoc = event.assoc
+        rejection = self.association_faults.on_requested(event, self.stopping)
+        if rejection is not None:
+            assoc.acse.send_reject(*rejection)
+            assoc.kill()
+            return
+        if assoc.is_aborted:
+            return
         rq = cast(A_ASSOCIATE, assoc.requestor.primitive)
         calling = str(rq.calling_ae_title)
         verdict = self.policy.judge(calling, str(rq.called_ae_title),
@@ -132,6 +149,8 @@ class Daemon:
         if verdict.rejection is not None:
             assoc.acse.send_reject(*verdict.rejection)
             assoc.kill()
+            return
+        self.on_accepted(event)
 
 
 def store_request(event: Event) -> tuple[C_STORE, bytes]:

@@ -235,6 +235,39 @@ class ArchiveIndex:
         return self._upsert("sop_class", uid,
                             "INSERT INTO sop_class (uid) VALUES (?)", (uid,))
 
+    # -- breaking (emulators.faults: data faults) -------------------------------------
+    def remove_instances(self, sop_uids: Iterable[str]) -> int:
+        """Forget instances (and any series left empty): the archive lacks what an object
+        references. Returns how many instances were removed."""
+        uids = list(sop_uids)
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                removed = self._db.executemany("DELETE FROM instance WHERE sop_uid = ?",
+                                               [(u,) for u in uids]).rowcount
+                self._db.execute("DELETE FROM series WHERE pk NOT IN"
+                                 " (SELECT DISTINCT series_pk FROM instance)")
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._pk_cache.clear()
+        return removed
+
+    def duplicate_uid(self, sop_uid: str, as_uid: str) -> None:
+        """Give instance ``sop_uid`` the UID of another, as a botched import does.
+
+        SOP Instance UIDs stop being unique in this index: a lookup by UID alone then
+        finds the older row, as a UID-keyed store would.
+        """
+        with self._lock:
+            self._db.execute("DROP INDEX IF EXISTS instance_sop")
+            self._db.execute("CREATE INDEX IF NOT EXISTS instance_sop_any ON instance(sop_uid)")
+            changed = self._db.execute("UPDATE instance SET sop_uid = ? WHERE sop_uid = ?",
+                                       (as_uid, sop_uid)).rowcount
+        if changed != 1:
+            raise KeyError(f"no instance {sop_uid} in the index")
+
     # -- reading -----------------------------------------------------------------
     def counts(self) -> Counts:
         with self._lock:
@@ -248,7 +281,8 @@ class ArchiveIndex:
                 "SELECT i.sop_uid, i.sop_class, p.patient_id, st.study_uid, se.series_uid,"
                 " i.path, p.synthetic_index FROM instance_v i"
                 " JOIN series se ON se.pk = i.series_pk JOIN study st ON st.pk = se.study_pk"
-                " JOIN patient p ON p.pk = st.patient_pk WHERE i.sop_uid = ?",
+                " JOIN patient p ON p.pk = st.patient_pk WHERE i.sop_uid = ?"
+                " ORDER BY i.series_pk LIMIT 1",
                 (sop_uid,)).fetchone()
         return None if row is None else Location(*row)
 

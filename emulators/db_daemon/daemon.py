@@ -20,6 +20,9 @@ from client.statuses import failure_status as failure
 
 from ..archive import Archive, ArchiveError
 from ..archive.from_dataset import NotIndexable, dataset_rows, text_value
+from ..faults.data import DataInjector
+from ..faults.dimse import FindInjector, MoveInjector
+from ..faults.model import DBDaemonFaults
 from ..files import Received, archive_path, write_part10, write_received
 from ..service import Daemon, calling_ae, store_request
 from ..sop_classes import (
@@ -70,6 +73,9 @@ class DBDaemon(Daemon):
         move.install()
         cast(MovingAE, self.ae).mover = cast(move.Mover, self)
         register_private_classes()
+        self.find_faults = FindInjector(self.log)
+        self.move_faults = MoveInjector(self.log)
+        self.data_faults = DataInjector()  # what is wrong with the objects on their way out
         self.ae.add_supported_context(VERIFICATION)
         for model in sorted(self.models):
             self.ae.add_supported_context(QUERY_RETRIEVE[model])
@@ -82,6 +88,12 @@ class DBDaemon(Daemon):
 
     def handlers(self) -> list[EventHandlerType]:
         return [(evt.EVT_C_FIND, self._on_find), (evt.EVT_C_STORE, self._on_store)]
+
+    def inject(self, faults: DBDaemonFaults) -> None:
+        """Break the daemon as ``faults`` say, from the next request on (counters reset)."""
+        self.association_faults.faults = faults.association
+        self.find_faults.faults = faults.find
+        self.move_faults.faults = faults.move
 
     def on_start(self) -> None:
         if self._own_storage:
@@ -97,11 +109,25 @@ class DBDaemon(Daemon):
         return entry.export_charset if entry is not None else DEFAULT_CHARSET
 
     # -- C-FIND ---------------------------------------------------------------------------
+    def _undecodable(self, calling: str, exc: Exception) -> Dataset:
+        self.log.warning("C-FIND from %r: cannot decode the identifier: %s", calling, exc)
+        return failure(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}")
+
     def _on_find(self, event: Event) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         calling = calling_ae(event)
         model = MODEL_OF_UID[str(event.request.AffectedSOPClassUID)]
         try:
             identifier = event.identifier
+            level = str(identifier.get("QueryRetrieveLevel", ""))
+        except Exception as exc:  # the peer's bytes: any decoding failure is a bad request
+            yield self._undecodable(calling, exc), None
+            return
+        injected = self.find_faults.before(level, self.stopping,
+                                           lambda: not event.assoc.is_established)
+        if injected is not None:
+            yield failure(*injected), None
+            return
+        try:
             results = find(self.archive.index, identifier, _root(model), strict=self.strict,
                            retrieve_ae=self.ae_title)
         except QueryError as exc:
@@ -109,8 +135,7 @@ class DBDaemon(Daemon):
             yield failure(exc.status, exc.comment), None
             return
         except Exception as exc:  # the peer's bytes: any decoding failure is a bad request
-            self.log.warning("C-FIND from %r: cannot decode the identifier: %s", calling, exc)
-            yield failure(UNABLE_TO_PROCESS, f"cannot decode the identifier: {exc}"), None
+            yield self._undecodable(calling, exc), None
             return
         charset = self._export_charset(calling)
         count = 0
@@ -149,7 +174,8 @@ class DBDaemon(Daemon):
         except QueryError as exc:
             raise MoveRefused(exc.status, exc.comment) from exc
         plan = MovePlan(entry.ae_title, entry.host, entry.port, [],
-                        dataset=lambda op: self.export(op.sop_uid, entry))
+                        dataset=lambda op: self.export(op.sop_uid, entry),
+                        stopping=self.stopping)
         refused = set(self.quirks.c001_modalities)
         if refused and any(m.modality in refused for m in matches):
             self.log.warning("retrieve by %r touches %s: answering 0xC001 with no "
@@ -164,6 +190,7 @@ class DBDaemon(Daemon):
             matches = matches[:kept]
         plan.operations = [SubOperation(m.sop_uid, m.sop_class, self._syntaxes(m.sop_uid))
                            for m in matches]
+        plan.faults = self.move_faults.plan({m.modality for m in matches}, len(matches))
         plan.contexts = contexts_for(plan)
         self.log.info("retrieve by %r for %s at %s:%d: %d instances", calling,
                       entry.ae_title, entry.host, entry.port, len(matches))
@@ -186,12 +213,13 @@ class DBDaemon(Daemon):
             ds = self.archive.dataset(sop_uid)
         except ArchiveError as exc:
             raise MoveRefused(move.UNABLE_TO_PROCESS, str(exc)) from exc
+        ds = self.data_faults.content(ds)
         refusal = export_refusal(ds, self.quirks)
         if refusal is not None:
             raise MoveRefused(move.UNABLE_TO_PROCESS, refusal)
         if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
             with_file_meta(ds)
-        return encode_as(ds, destination.export_charset)
+        return self.data_faults.wire(encode_as(ds, destination.export_charset))
 
     # -- C-STORE into the archive -------------------------------------------------------
     def _on_store(self, event: Event) -> int | Dataset:

@@ -13,6 +13,7 @@ pynetdicom's services unchanged.
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -28,6 +29,8 @@ from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 
 from client.tcp import NO_DELAY
+
+from ..faults.dimse import MoveFaultPlan, hold
 
 LOG = logging.getLogger("dbdsim.db_daemon")
 
@@ -73,6 +76,8 @@ class MovePlan:
     dataset: Callable[[SubOperation], Dataset]
     zero_status: int = SUCCESS  # the final status when there is nothing to send
     contexts: list[PresentationContext] = field(default_factory=list)
+    faults: MoveFaultPlan | None = None  # what this move does wrong (emulators.faults)
+    stopping: threading.Event = field(default_factory=threading.Event)  # the daemon's
 
 
 class Mover(Protocol):
@@ -172,15 +177,20 @@ def serve_retrieve(service: ServiceClass, req: Retrieve, context: PresentationCo
         LOG.warning("%s from %r: cannot process the identifier: %s", verb, calling, exc)
         out.send(UNABLE_TO_PROCESS, _Counts(0), f"cannot process the identifier: {exc}")
         return
+    faults = plan.faults or MoveFaultPlan()
+    if faults.status is not None:
+        out.send(faults.status, _Counts(0), faults.comment or "fault injected by dbdsim")
+        return
     if not plan.operations:
         LOG.info("%s from %r to %r: nothing to send (0x%04X)", verb, calling, destination,
                  plan.zero_status)
         out.send(plan.zero_status, _Counts(0))
         return
+    if faults.delay:
+        hold(plan.stopping, lambda: not service.assoc.is_established, faults.delay)
     if is_get:
         final = _run_suboperations(service, req, out, plan, calling, service.assoc)
-        if final is not None:
-            out.send(*final)
+        _finish(service, out, plan, final)
         return
     store = service.ae.associate(plan.host, plan.port, contexts=plan.contexts,
                                  ae_title=plan.destination, evt_handlers=NO_DELAY)
@@ -199,8 +209,18 @@ def serve_retrieve(service: ServiceClass, req: Retrieve, context: PresentationCo
     finally:
         if store.is_established:
             store.release()  # before the final response, as dcmqrscp does
-    if final is not None:
-        out.send(*final)
+    _finish(service, out, plan, final)
+
+
+def _finish(service: ServiceClass, out: _Responder, plan: MovePlan,
+            final: tuple[int, _Counts] | None) -> None:
+    if final is None:
+        return
+    if plan.faults is not None and plan.faults.drop_final:
+        LOG.warning("fault: final response dropped; holding the association")
+        hold(plan.stopping, lambda: not service.assoc.is_established, None)
+        return
+    out.send(*final)
 
 
 def _run_suboperations(service: ServiceClass, req: Retrieve, out: _Responder, plan: MovePlan,
@@ -212,14 +232,25 @@ def _run_suboperations(service: ServiceClass, req: Retrieve, out: _Responder, pl
     """
     counts = _Counts(len(plan.operations))
     originator = None if isinstance(req, C_GET) else calling
+    faults = plan.faults or MoveFaultPlan()
     for index, op in enumerate(plan.operations):
         if service.is_cancelled(cast(int, req.MessageID)):
-            LOG.info("retrieve from %r cancelled after %d sub-operations", calling, index)
-            return CANCELLED, counts
+            if not faults.ignore_cancel:
+                LOG.info("retrieve from %r cancelled after %d sub-operations", calling, index)
+                return CANCELLED, counts
+            LOG.warning("fault: C-CANCEL from %r ignored", calling)
         if not service.assoc.is_established:
             LOG.warning("retrieve from %r: the requesting association ended", calling)
             return None
+        if faults.abort_after is not None and index >= faults.abort_after:
+            LOG.warning("fault: aborting %r's association after %d sub-operations", calling,
+                        index)
+            service.assoc.abort()
+            return None
         if not store.is_established:
+            counts.fail(op.sop_uid)
+        elif index in faults.failing:
+            LOG.warning("fault: sub-operation %d for %s fails", index + 1, op.sop_uid)
             counts.fail(op.sop_uid)
         else:
             _store_one(store, req, op, plan, counts, originator, index)

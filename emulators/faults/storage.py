@@ -1,0 +1,115 @@
+"""File Daemon faults: a refused SOP class, a full disk, a slow one, a late write.
+
+A File Daemon at a real site runs out of space, stalls on a busy disk, or answers
+a C-STORE before its file is on disk; each is reproduced here at the points the
+daemon passes for every object: negotiation, the answer, the write.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from pydicom.uid import UID
+from pynetdicom.presentation import PresentationContext
+
+from client.files import Received, write_atomic
+
+from .dimse import hold
+from .model import FaultError, StoreFaults
+
+OUT_OF_RESOURCES = 0xA700
+
+
+def sop_class_uid(name: str) -> str:
+    """A SOP class from its UID or its pydicom keyword (``RTDoseStorage``)."""
+    if UID(name).is_valid and "." in name:
+        return name
+    from pydicom import uid as uids
+
+    value = getattr(uids, name, None)
+    if not isinstance(value, str):
+        raise FaultError(f"{name!r} is neither a SOP Class UID nor a pydicom keyword such as "
+                         "'RTDoseStorage'")
+    return str(value)
+
+
+class StoreInjector:
+    def __init__(self, log: logging.Logger) -> None:
+        self.log = log
+        self._faults = StoreFaults()
+        self._refused: frozenset[str] = frozenset()
+        self._lock = threading.Lock()
+        self._seen = 0
+        self._late: list[threading.Thread] = []
+
+    @property
+    def faults(self) -> StoreFaults:
+        return self._faults
+
+    @faults.setter
+    def faults(self, faults: StoreFaults) -> None:
+        refused = frozenset(sop_class_uid(name) for name in faults.refuse_sop_classes)
+        with self._lock:
+            self._faults, self._refused, self._seen = faults, refused, 0
+
+    def negotiable(self, contexts: Iterable[PresentationContext]) -> list[PresentationContext]:
+        """The contexts still offered: a refused class is simply not supported."""
+        return [cx for cx in contexts if str(cx.abstract_syntax) not in self._refused]
+
+    def before(self, stopping: threading.Event, ended: Callable[[], bool],
+               ) -> tuple[int, tuple[int, str] | None]:
+        """This object's number (1-based), and the failure to answer instead, if any."""
+        with self._lock:
+            self._seen += 1
+            seen, faults = self._seen, self._faults
+        if faults.out_of_resources_after is not None and seen > faults.out_of_resources_after:
+            self.log.warning("fault: object %d answered 0xA700 (out of resources)", seen)
+            return seen, (OUT_OF_RESOURCES, "out of resources (fault injected by dbdsim)")
+        if faults.write_delay:
+            hold(stopping, ended, faults.write_delay)
+        return seen, None
+
+    def write(self, seen: int, path: Path, write: Callable[[], Received]) -> Received | None:
+        """Write (or fail to, or later); None: the file lands after the answer."""
+        faults = self._faults
+        if faults.disk_full_after is not None and seen > faults.disk_full_after:
+            self.log.warning("fault: the disk is full when writing %s", path.name)
+            write_atomic(path, _fill_disk)
+        if faults.finish_after:
+            thread = threading.Thread(target=self._write_late,
+                                      args=(faults.finish_after, path, write),
+                                      name="dbdsim-fault-late-write", daemon=True)
+            with self._lock:
+                self._late.append(thread)
+            thread.start()
+            return None
+        return write()
+
+    def _write_late(self, delay: float, path: Path, write: Callable[[], Any]) -> None:
+        # Not cut short at stop: a late file still lands, as on a real disk.
+        threading.Event().wait(delay)
+        try:
+            write()
+        except OSError as exc:
+            self.log.error("fault: the late write of %s failed: %s", path, exc)
+        else:
+            self.log.info("fault: %s written %.1f s after its C-STORE was answered", path.name,
+                          delay)
+
+    def join(self, timeout: float = 30.0) -> None:
+        """Wait for late writes (at daemon stop): none is lost, none outlives the daemon."""
+        with self._lock:
+            threads, self._late = self._late, []
+        for thread in threads:
+            thread.join(timeout)
+
+
+def _fill_disk(fh: Any) -> None:
+    fh.write(b"\0" * 4096)  # part of the file, as a real disk fills up mid-write
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -1,0 +1,164 @@
+"""Setting a scenario's stage: free ports, the archive, proxies and both daemons.
+
+Ports in a scenario are symbols: each distinct number becomes its own free port, so
+a trusted row naming a port nobody uses (a "wrong port" scenario) still names one
+where nothing listens, and two scenarios never collide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.site import Site, TrustedAE
+from client.site_dump import dump_site
+
+from ..archive import Archive
+from ..db_daemon import DBDaemon
+from ..faults import Proxy, inject
+from ..file_daemon import FileDaemon
+from ..peers import free_port
+from ..trust import normalise_ae
+from .model import Scenario, ScenarioError
+
+LOG = logging.getLogger("dbdsim.scenario")
+
+
+@dataclass
+class Stage:
+    """What a scenario runs against, and the names its command may use."""
+
+    site: Site  # as the client sees it (through the client-leg proxy, if any)
+    site_path: Path
+    work: Path
+    fd_out: Path
+    out: Path
+    archive: Archive
+    db_daemon: DBDaemon
+    file_daemon: FileDaemon
+    proxies: dict[str, Proxy] = field(default_factory=dict)
+    patient_id: str = ""
+
+    def placeholders(self) -> dict[str, str]:
+        db, fd, client = self.site.db_daemon, self.site.file_daemon, self.site.client
+        recipe = self.archive.recipe(self._patient_index())
+        plan = recipe.plans[0] if recipe.plans else None
+        return {
+            "site": str(self.site_path), "work": str(self.work), "fd_out": str(self.fd_out),
+            "out": str(self.out), "patient": recipe.patient_id,
+            "plan": plan.uid if plan else "", "plan_label": plan.label if plan else "",
+            "db_host": "127.0.0.1", "db_port": str(db.port), "db_aet": db.ae_title,
+            "fd_port": str(fd.port), "fd_aet": fd.ae_title,
+            "client_aet": client.ae_title, "client_port": str(client.port),
+        }
+
+    def _patient_index(self) -> int:
+        for i in range(self.archive.index.counts().patients):
+            if self.archive.recipe(i).patient_id == self.patient_id:
+                return i
+        raise ScenarioError(f"patient {self.patient_id!r} is not in the archive")
+
+
+def _ports(site: Site) -> list[int]:
+    ports = [site.db_daemon.port, site.file_daemon.port, site.client.port]
+    for trusted in (site.db_daemon.trusted, site.file_daemon.trusted):
+        ports += [t.port for t in trusted or ()]
+    return ports
+
+
+def with_free_ports(site: Site) -> Site:
+    """``site`` with each distinct port number replaced by its own free port."""
+    mapping: dict[int, int] = {}
+    for port in _ports(site):
+        if port not in mapping:
+            new = free_port()
+            while new in mapping.values():
+                new = free_port()
+            mapping[port] = new
+    return _remap(site, mapping)
+
+
+def _remap(site: Site, mapping: dict[int, int]) -> Site:
+    def rows(trusted: tuple[TrustedAE, ...] | None) -> tuple[TrustedAE, ...] | None:
+        if trusted is None:
+            return None
+        return tuple(dataclasses.replace(t, port=mapping.get(t.port, t.port)) for t in trusted)
+
+    db, fd, client = site.db_daemon, site.file_daemon, site.client
+    return dataclasses.replace(
+        site,
+        db_daemon=dataclasses.replace(db, port=mapping[db.port], trusted=rows(db.trusted)),
+        file_daemon=dataclasses.replace(fd, port=mapping[fd.port], trusted=rows(fd.trusted)),
+        client=dataclasses.replace(client, port=mapping[client.port]))
+
+
+def _redirect(site: Site, ae_title: str, port: int) -> Site:
+    """The DB Daemon's map sends moves for ``ae_title`` to ``port`` (a proxy) instead."""
+    rows = tuple(dataclasses.replace(t, host="127.0.0.1", port=port)
+                 if normalise_ae(t.ae_title) == normalise_ae(ae_title) else t
+                 for t in site.db_trusted())
+    return dataclasses.replace(site, db_daemon=dataclasses.replace(site.db_daemon,
+                                                                   trusted=rows))
+
+
+def _patient(scenario: Scenario, archive: Archive) -> str:
+    wanted = scenario.client.patient
+    count = archive.index.counts().patients
+    if wanted == "non-ascii":
+        for i in range(count):
+            recipe = archive.recipe(i)
+            if not str(recipe.people.patient_name.pn).isascii():
+                return recipe.patient_id
+        raise ScenarioError(f"{scenario.name}: no patient of the archive has a non-ASCII name; "
+                            "add patients or change the seed")
+    index = int(wanted)
+    if index >= count:
+        raise ScenarioError(f"{scenario.name}: client.patient {index}: the archive has "
+                            f"{count} patients")
+    return archive.recipe(index).patient_id
+
+
+@contextmanager
+def staged(scenario: Scenario, work: Path) -> Iterator[Stage]:
+    """Everything the scenario needs, running inside the block; all stopped after it."""
+    fd_out, out = work / "fd", work / "out"
+    site = with_free_ports(scenario.site)
+    site = dataclasses.replace(
+        site, file_daemon=dataclasses.replace(site.file_daemon, output=fd_out))
+    archive = Archive.synthetic(scenario.archive.config(), scenario.archive.patients)
+    with ExitStack() as stack:
+        stack.callback(archive.close)
+        patient_id = _patient(scenario, archive)
+        fd = FileDaemon(site)
+        inject(scenario.faults, file_daemon=fd)
+        stack.enter_context(fd)
+        proxies: dict[str, Proxy] = {}
+        db_site = site
+        store = scenario.faults.proxy_on("store")
+        if store is not None:
+            proxy = stack.enter_context(Proxy(("127.0.0.1", fd.port), store.toxics,
+                                              name="store-leg"))
+            proxies["store"] = proxy
+            db_site = _redirect(site, site.file_daemon.ae_title, proxy.port)
+        dbd = DBDaemon(db_site, archive)
+        inject(scenario.faults, db_daemon=dbd)
+        stack.enter_context(dbd)
+        client_site = site
+        leg = scenario.faults.proxy_on("client")
+        if leg is not None:
+            proxy = stack.enter_context(Proxy(("127.0.0.1", dbd.port), leg.toxics,
+                                              name="client-leg"))
+            proxies["client"] = proxy
+            client_site = dataclasses.replace(
+                site, db_daemon=dataclasses.replace(site.db_daemon, port=proxy.port))
+        site_path = work / "site.toml"
+        site_path.write_text(dump_site(client_site), encoding="utf-8")
+        LOG.info("scenario %s: DB Daemon %s:%d, File Daemon %s:%d, %s", scenario.name,
+                 site.db_daemon.bind, dbd.port, site.file_daemon.bind, fd.port,
+                 ", ".join(f"{leg} proxy :{p.port}" for leg, p in proxies.items()) or "no proxy")
+        yield Stage(client_site, site_path, work, fd_out, out, archive, dbd, fd, proxies,
+                    patient_id)
