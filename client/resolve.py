@@ -148,27 +148,45 @@ class Resolver:
         if len(plan.structure_set_uids) > 1:
             warnings.append(f"Plan {name} references {len(plan.structure_set_uids)} structure "
                             "sets; all are included.")
+        frames: set[str] = set()
         for ss_uid in plan.structure_set_uids:
-            items += self._structure_set(ss_uid, name, warnings)
+            items += self._structure_set(ss_uid, name, warnings, frames)
         doses = self.doses_of(plan.instance.uid)
-        if not doses:
-            unreadable = [u for u in self.dose_plans() if u in self.headers.problems]
+        study = plan.instance.series.study_uid
+        # A dose the daemon would not hand over cannot be matched to its plan; one in the
+        # plan's study may well be this plan's, so it is listed rather than silently lost.
+        unreadable = [i for i in self.archive.of_modality("RTDOSE")
+                      if i.uid in self.headers.problems]
+        nearby = [i for i in unreadable if i.series.study_uid == study]
+        if not doses and not nearby:
             extra = (f" ({len(unreadable)} RT Dose object(s) of the patient could not be read)"
                      if unreadable else "")
             warnings.append(f"Plan {name} has no dose in the archive: no RT Dose references "
                             f"it{extra}.")
-        for dose in doses:
+        for dose in nearby:
+            warnings.append(f"RT Dose {dose.uid} in the plan's study could not be read "
+                            f"({self.headers.problems[dose.uid]}): listed in case it is this "
+                            "plan's dose.")
+        for dose in [*doses, *nearby]:
             ds = self.headers.get(dose)
             summation = _text(ds, "DoseSummationType")
+            found_by = (f"RT Dose in study {dose.series.study_uid} whose "
+                        "ReferencedRTPlanSequence names the plan" if ds is not None else
+                        f"RT Dose in the plan's study {study}; unreadable, so not checked")
             items.append(Item(Role.DOSE, dose.series.study_uid, dose.series.uid, (dose.uid,),
                               dose.sop_class_uid or _text(ds, "SOPClassUID"), "RTDOSE",
-                              summation, f"RT Dose in study {dose.series.study_uid} whose "
-                              "ReferencedRTPlanSequence names the plan"))
+                              summation, found_by))
+            frame = _text(ds, "FrameOfReferenceUID")
+            if frame and frames and frame not in frames:
+                warnings.append(f"RT Dose {dose.uid} lies on frame of reference {frame}, not "
+                                f"on the one its plan's images use ({', '.join(sorted(frames))}"
+                                "): it was computed on another image set.")
         items = [_with_class(item, self.headers, self.archive) for item in items]
         return Collection(plan.instance.uid, plan.label, plan.approval, plan.date,
                           tuple(items), tuple(warnings))
 
-    def _structure_set(self, ss_uid: str, plan_name: str, warnings: list[str]) -> list[Item]:
+    def _structure_set(self, ss_uid: str, plan_name: str, warnings: list[str],
+                       frames: set[str]) -> list[Item]:
         instance = self.archive.find_instance(ss_uid, "RTSTRUCT")
         if instance is None:
             warnings.append(f"Plan {plan_name} references structure set {ss_uid}, which the "
@@ -185,6 +203,9 @@ class Resolver:
                             "are unknown.")
             return items
         name = label or ss_uid
+        frames.update(str(f.FrameOfReferenceUID)
+                      for f in ds.get("ReferencedFrameOfReferenceSequence", [])
+                      if f.get("FrameOfReferenceUID"))
         for series_uid, contour_uids in _referenced_series(ds).items():
             items += self._images(series_uid, contour_uids, name, ss_uid, warnings)
         if len(items) == 1:

@@ -101,6 +101,7 @@ class Transfer:
         missing = known if known is not None else expected
         attempts = aborts = sent = asked = 0
         error: DicomError | None = None
+        refused = 0  # attempts whose sub-operations the server itself reported failed
         while missing:
             if attempts > s.retries:
                 break
@@ -121,7 +122,12 @@ class Transfer:
             if result is not None:
                 sent = max(sent, result.sent)
                 self.delivered += result.sent
+                refused += bool(result.failed)
                 error = move_failure(s, self.destination, result)
+                if error is not None and error.kind is Kind.REFUSED:
+                    # The server will not move this object (0xC001 for doses or CTs at
+                    # some sites, 0xA900, ...): the others may still move.
+                    break
                 if error is not None and not error.transient:
                     raise error
             if watch:
@@ -154,7 +160,8 @@ class Transfer:
                     f"to accept it. {s.aec} said: {error}")
         else:
             note = str(error) if error is not None else (
-                f"{s.aec} reported success but sent {sent} of {len(expected)}"
+                _refusal_note(s.aec, item, refused) if refused == attempts
+                else f"{s.aec} reported success but sent {sent} of {len(expected)}"
                 if sent < len(expected) else "")
         return replace(item, outcome=Outcome.FAILED if nothing else Outcome.INCOMPLETE,
                        missing=tuple(sorted(missing)) if known is not None else (),
@@ -209,6 +216,14 @@ class Transfer:
         if self.destination == self.settings.aet:
             return self.session.fetch(identifier, progress)  # C-GET where the site allows
         return self.session.move(identifier, self.destination, progress)
+
+
+def _refusal_note(aec: str, item: Item, attempts: int) -> str:
+    """Failed sub-operations on every attempt: the archive will not export the object."""
+    known = (" Real DB Daemons refuse to export an RT Plan with an empty Beam Sequence this "
+             "way." if item.modality == "RTPLAN" else "")
+    return (f"{aec} reported its C-STORE sub-operation(s) failed on all {attempts} attempt(s): "
+            f"the archive will not export this object.{known} Check the daemon's log for it.")
 
 
 def _sum(results: list[MoveResult]) -> MoveResult:

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import pydicom.uid
 from pydicom.uid import UID
 from pynetdicom.presentation import PresentationContext
 
@@ -28,11 +29,11 @@ OUT_OF_RESOURCES = 0xA700
 
 def sop_class_uid(name: str) -> str:
     """A SOP class from its UID or its pydicom keyword (``RTDoseStorage``)."""
-    if UID(name).is_valid and "." in name:
-        return name
-    from pydicom import uid as uids
-
-    value = getattr(uids, name, None)
+    if not name.isidentifier():
+        if UID(name).is_valid:
+            return name
+        raise FaultError(f"{name!r} is not a valid SOP Class UID")
+    value = getattr(pydicom.uid, name, None)
     if not isinstance(value, str):
         raise FaultError(f"{name!r} is neither a SOP Class UID nor a pydicom keyword such as "
                          "'RTDoseStorage'")

@@ -32,6 +32,16 @@ def _no_retry() -> None:
     common.load = without_retries
 
 
+def _no_timeout() -> None:
+    """No answer is ever given up on (an hour is as good as for ever in a scenario)."""
+    load = common.load
+
+    def patient(*args: Any, **kwargs: Any) -> Any:
+        return dataclasses.replace(load(*args, **kwargs), timeout=3600.0)
+
+    common.load = patient
+
+
 def _skip_last() -> None:
     """The last object of the collection is never moved, yet reported as arrived."""
     def run(self: transfer.Transfer, manifest: Manifest) -> Manifest:
@@ -94,6 +104,7 @@ def _blind_check_site() -> None:
 
 BREAKS: dict[str, Callable[[], None]] = {
     "no-retry": _no_retry,
+    "no-timeout": _no_timeout,
     "skip-last": _skip_last,
     "trust-status": _trust_status,
     "no-wait": _no_wait,
