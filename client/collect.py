@@ -22,7 +22,7 @@ from .resolve import PlanChoice, Resolver
 from .session import Session
 from .settings import Settings
 from .transfer import ProgressSink, Transfer
-from .verify import Folder, reference_problems
+from .verify import Folder, charset_warnings, reference_problems
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +35,7 @@ class RunResult:
     manifest: Manifest
     problems: list[str] = field(default_factory=list)
     error: DicomError | None = None  # the failure that stopped the run, if any
+    warnings: list[str] = field(default_factory=list)  # what arrived but will mislead
 
     @property
     def kind(self) -> Kind:
@@ -128,8 +129,10 @@ def _move(session: Session, settings: Settings, manifest: Manifest, verify_dir: 
     except DicomError as exc:
         return RunResult(manifest.with_outcomes(transfer.done), list(transfer.problems), exc)
     problems = list(transfer.problems)
+    warnings: list[str] = []
     if watch is not None:
         problems += reference_problems(moved, transfer.found)
+        warnings = charset_warnings(moved, transfer.found)
     extra = {**moved.extra, "move_seconds": round(time.monotonic() - started, 3),
              "moves": session.moves - moves_before}
-    return RunResult(replace(moved, extra=extra), problems)
+    return RunResult(replace(moved, extra=extra), problems, warnings=warnings)

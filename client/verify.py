@@ -30,6 +30,40 @@ class Found:
     series_uid: str
     study_uid: str
     patient_id: str
+    charset_problem: str | None = None  # text that will show wrongly, and why
+
+
+# Text elements whose bytes depend on the Specific Character Set.
+_TEXT_VRS = frozenset({"PN", "LO", "SH", "ST", "LT", "UT", "UC"})
+_LATIN1 = frozenset({"ISO_IR 100", "ISO 2022 IR 100"})
+
+
+def charset_problem(ds: Dataset) -> str | None:
+    """Why the names in ``ds`` will show wrongly, judged from the raw bytes of its
+    top-level text: non-ASCII without (0008,0005), or UTF-8 declared as Latin-1."""
+    declared = ds.get("SpecificCharacterSet")
+    terms = [str(t) for t in declared] if isinstance(declared, list | tuple) \
+        else [str(declared or "")]
+    for elem in ds.elements():
+        raw = getattr(elem, "value", None)
+        if elem.VR not in _TEXT_VRS or not isinstance(raw, bytes) or raw.isascii():
+            continue
+        name = pydicom.datadict.keyword_for_tag(elem.tag) or str(elem.tag)
+        if not any(terms):
+            return (f"{name} holds non-ASCII text but the object declares no Specific "
+                    "Character Set (0008,0005)")
+        if terms[-1] in _LATIN1 and _is_utf8(raw):
+            return (f"{name} looks like UTF-8 text but the object declares {terms[-1]} "
+                    "(Latin-1)")
+    return None
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _expected_pixel_bytes(ds: Dataset) -> int:
@@ -136,7 +170,8 @@ def _read(path: Path) -> Found | str:
         if problem:
             return problem
         return Found(path, str(ds.SOPInstanceUID), str(ds.get("SeriesInstanceUID", "")),
-                     str(ds.get("StudyInstanceUID", "")), str(ds.get("PatientID", "")))
+                     str(ds.get("StudyInstanceUID", "")), str(ds.get("PatientID", "")),
+                     charset_problem(ds))
     except Exception as exc:  # whatever a half-written or hostile file makes pydicom raise
         return f"unreadable: {type(exc).__name__}: {exc}"
 
@@ -150,14 +185,30 @@ def identity_problems(item: Item, found: dict[str, Found], patient_id: str,
         f = found.get(uid)
         if f is None:
             continue
-        if f.series_uid != item.series_uid or f.study_uid != item.study_uid:
+        if f.patient_id != patient_id:
+            # The worst mix-up first: another patient's object under the asked UID (UIDs
+            # duplicated across patients, and a daemon looking objects up by UID alone).
+            out[uid] = (f"{f.path} ({uid}) belongs to patient {f.patient_id!r}, "
+                        f"not {patient_id!r}: two objects share this SOP Instance UID")
+        elif f.series_uid != item.series_uid or f.study_uid != item.study_uid:
             out[uid] = (f"{f.path} ({uid}) is in series {f.series_uid} of study "
                         f"{f.study_uid}, not in series {item.series_uid} of study "
                         f"{item.study_uid}")
-        elif f.patient_id != patient_id:
-            out[uid] = (f"{f.path} ({uid}) belongs to patient {f.patient_id!r}, "
-                        f"not {patient_id!r}")
     return out
+
+
+def charset_warnings(manifest: Manifest, found: dict[str, Found]) -> list[str]:
+    """One warning per kind of character set trouble among the manifest's arrived objects."""
+    by_problem: dict[str, list[str]] = {}
+    for item in manifest.items():
+        for uid in item.sop_uids:
+            f = found.get(uid)
+            if f is not None and f.charset_problem:
+                by_problem.setdefault(f.charset_problem, []).append(uid)
+    return [f"{len(uids)} object(s) that arrived, e.g. {uids[0]}: {problem}; names will show "
+            "wrongly. Set the character set the daemon exports to this destination "
+            "(its trusted AE row), or correct the archive." for problem, uids in
+            by_problem.items()]
 
 
 def reference_problems(manifest: Manifest, found: dict[str, Found]) -> list[str]:

@@ -101,12 +101,12 @@ def _report(args: argparse.Namespace, result: RunResult, out: Path | None) -> in
         print(json.dumps({
             "ok": kind == 0, "exit_code": int(kind), "kind": kind.name.lower(),
             "error": str(result.error) if result.error else None,
-            "warnings": manifest.warnings(), "problems": result.problems,
+            "warnings": [*manifest.warnings(), *result.warnings], "problems": result.problems,
             "manifest_path": str(path), "manifest": manifest.to_json()}, ensure_ascii=False))
         return int(kind)
     console = Console() if sys.stdout.isatty() else Console(width=120)
     console.print(summary(manifest))
-    for warning in manifest.warnings():
+    for warning in [*manifest.warnings(), *result.warnings]:
         console.print(f"[yellow]warning:[/] {warning}", highlight=False)
     for item in manifest.items():
         if item.note:
