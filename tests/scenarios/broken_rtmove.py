@@ -102,6 +102,11 @@ def _blind_check_site() -> None:
     check_site_command.live_checks = lambda *a, **k: all_pass(live(*a, **k))
 
 
+def _no_live_checks() -> None:
+    """check-site --live quietly skips its live probes."""
+    check_site_command.live_checks = lambda *a, **k: []
+
+
 BREAKS: dict[str, Callable[[], None]] = {
     "no-retry": _no_retry,
     "no-timeout": _no_timeout,
@@ -112,6 +117,7 @@ BREAKS: dict[str, Callable[[], None]] = {
     "no-identity-check": _no_identity_check,
     "no-warnings": _no_warnings,
     "blind-check-site": _blind_check_site,
+    "no-live-checks": _no_live_checks,
 }
 
 if __name__ == "__main__":
