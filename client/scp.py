@@ -17,6 +17,7 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 POLL_SECONDS = 0.02
+_AWAITING_REQUEST = "Sta2"  # transport open, A-ASSOCIATE-RQ not yet received
 
 
 @dataclass
@@ -33,7 +34,14 @@ class RunningServer:
         """Stop accepting, abort live associations; returns their threads to join."""
         live: list[threading.Thread] = list(self.ae.active_associations)
         for assoc in self.ae.active_associations:
-            assoc.abort()
+            if assoc.dul.state_machine.current_state == _AWAITING_REQUEST:
+                # Connected, nothing asked yet: PS3.8 has no A-ABORT there (pynetdicom
+                # raises InvalidEventError in its reactor); closing is the standard's way.
+                socket = assoc.dul.socket
+                if socket is not None:
+                    socket.close()
+            else:
+                assoc.abort()
         # pynetdicom's own shutdown() also unregisters the server from AE.start_server's
         # list, where this one never was: stop the socketserver loop directly.
         socketserver.BaseServer.shutdown(self.server)

@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from client.site import Site, SiteError, TrustedAE, ae_title_problem, load_site_or_default
+from client.site_model import LOOPBACK
 
 from .archive import Archive
 from .cli_common import (
@@ -31,8 +33,10 @@ from .cli_common import (
     synthetic_config,
 )
 from .db_daemon import DBDaemon
+from .faults import Faults, Proxy, inject
 from .file_daemon import FileDaemon
 from .service import DaemonError
+from .trust import normalise_ae
 
 _TRUST_RE = re.compile(r"^(?P<ae>[^@]+)@(?P<host>[^:@\s]+):(?P<port>\d{1,5})$")
 
@@ -82,8 +86,58 @@ def serving(site: Site, archive: Archive) -> Iterator[tuple[DBDaemon, FileDaemon
     The File Daemon starts first: when its port is 0, the DB Daemon's map then names
     the port it really got (no free port is guessed ahead, so none can be taken).
     """
-    with FileDaemon(site) as fd, DBDaemon(with_ports(site, fd_port=fd.port), archive) as dbd:
-        yield dbd, fd
+    with serving_faults(site, archive, Faults()) as served:
+        yield served.db_daemon, served.file_daemon
+
+
+@dataclass
+class Served:
+    """The running daemons, and the proxies a scenario's network faults put in front."""
+
+    db_daemon: DBDaemon
+    file_daemon: FileDaemon
+    proxies: dict[str, Proxy]
+
+    @property
+    def db_port(self) -> int:
+        """Where a client calls the DB Daemon: through the client-leg proxy, if any."""
+        proxy = self.proxies.get("client")
+        return proxy.port if proxy is not None else self.db_daemon.port
+
+
+@contextmanager
+def serving_faults(site: Site, archive: Archive, faults: Faults) -> Iterator[Served]:
+    """:func:`serving` with ``faults`` injected: a store-leg proxy sits between the DB
+    Daemon and the File Daemon (the DB Daemon's row for it names the proxy), a
+    client-leg proxy in front of the DB Daemon (see :attr:`Served.db_port`)."""
+    with ExitStack() as stack:
+        fd = FileDaemon(site)
+        inject(faults, file_daemon=fd)
+        stack.enter_context(fd)
+        proxies: dict[str, Proxy] = {}
+        db_site = with_ports(site, fd_port=fd.port)
+        store = faults.proxy_on("store")
+        if store is not None:
+            proxies["store"] = stack.enter_context(
+                Proxy(("127.0.0.1", fd.port), store.toxics, name="store-leg"))
+            db_site = _redirected(db_site, site.file_daemon.ae_title, proxies["store"].port)
+        dbd = DBDaemon(db_site, archive)
+        inject(faults, db_daemon=dbd)
+        stack.enter_context(dbd)
+        leg = faults.proxy_on("client")
+        if leg is not None:
+            proxies["client"] = stack.enter_context(
+                Proxy(("127.0.0.1", dbd.port), leg.toxics, name="client-leg"))
+        yield Served(dbd, fd, proxies)
+
+
+def _redirected(site: Site, ae_title: str, port: int) -> Site:
+    """The DB Daemon's map sends moves for ``ae_title`` to ``port`` (a proxy) instead."""
+    rows = tuple(dataclasses.replace(t, host=LOOPBACK, port=port)
+                 if normalise_ae(t.ae_title) == normalise_ae(ae_title) else t
+                 for t in site.db_trusted())
+    return dataclasses.replace(site, db_daemon=dataclasses.replace(site.db_daemon,
+                                                                   trusted=rows))
 
 
 def _site_from_args(args: argparse.Namespace) -> Site:
@@ -115,6 +169,19 @@ def _archive_from_args(args: argparse.Namespace, parser: argparse.ArgumentParser
     return Archive.synthetic(synthetic_config(args, parser), args.patients)
 
 
+def _faults_from_args(args: argparse.Namespace) -> Faults:
+    """The faults of ``--scenario`` (its site and archive are not used: --site and the
+    archive options say what is served)."""
+    if args.scenario is None:
+        return Faults()
+    from .scenarios import ScenarioError, find  # the scenarios stage imports this module
+
+    try:
+        return find(args.scenario).faults
+    except ScenarioError as exc:
+        raise CommandError(str(exc)) from exc
+
+
 def configure_logging(level: str) -> None:
     """Daemon decisions (trust, moves, writes) on stderr; pynetdicom's chatter only when
     debugging, since it logs every PDU at INFO."""
@@ -127,6 +194,7 @@ def configure_logging(level: str) -> None:
 def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     configure_logging(args.log_level)
     site = _site_from_args(args)
+    faults = _faults_from_args(args)
     archive = _archive_from_args(args, parser)
     stop = threading.Event()
 
@@ -135,10 +203,15 @@ def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with serving(site, archive) as (dbd, fd):
+        with serving_faults(site, archive, faults) as served:
+            dbd, fd = served.db_daemon, served.file_daemon
             counts = archive.index.counts()
             print(dbd.ready_line(), flush=True)
             print(f"{fd.ready_line()}, writing to {fd.output}", flush=True)
+            for leg, proxy in served.proxies.items():
+                print(f"{leg}-leg proxy with the scenario's network faults on "
+                      f"{proxy.host}:{proxy.port}"
+                      + (" (call the DB Daemon here)" if leg == "client" else ""), flush=True)
             print(f"archive: {counts.patients} patients, {counts.studies} studies, "
                   f"{counts.series} series, {counts.instances} instances", flush=True)
             while not stop.wait(0.5):
@@ -177,6 +250,10 @@ def add_serve(commands: SubParsers[argparse.ArgumentParser]) -> None:
     parser.add_argument("--trust", type=parse_trust, action="append", default=[],
                         metavar="AE@HOST:PORT",
                         help="also trust this AE on both daemons (repeatable)")
+    parser.add_argument("--scenario", metavar="NAME|FILE.toml",
+                        help="inject this catalog scenario's faults (daemon, data and network "
+                             "faults; not its site or archive) to rehearse a client against "
+                             "them")
     parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"),
                         default="info",
                         help="what the daemons log on stderr: info shows every association "

@@ -67,6 +67,8 @@ def apply_data_faults(archive: Archive, faults: DataFaults) -> DataInjector:
         missing.append(ss.uid)
     elif faults.dangling == "image-series":
         missing.extend(ct.slice_uids)
+    elif faults.dangling == "plan":
+        missing.append(plan.uid)
     if missing:
         archive.index.remove_instances(missing)
     if faults.duplicate_uid_of is not None:
@@ -115,7 +117,6 @@ def _wire_fault(charset: str) -> Callable[[Dataset], None] | None:
         return None
 
     def relabel(ds: Dataset) -> None:
-        ds.decode()
         for elem in ds.iterall():
             if elem.VR in _TEXT_VRS and elem.value is not None:
                 elem.value = _as_latin1_of_utf8(elem.value)

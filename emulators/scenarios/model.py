@@ -52,6 +52,7 @@ class ClientSpec:
     run: tuple[str, ...] = ()
     patient: str = "0"  # the synthetic patient {patient} names: an index, or "non-ascii"
     timeout: float = 120.0
+    setup: tuple[tuple[str, ...], ...] = ()  # commands run first (e.g. storescu data in)
 
 
 @dataclass(frozen=True)
@@ -123,17 +124,25 @@ def _scenario(data: dict[str, Any], name: str, path: Path | None, where: str) ->
 
 
 def _client(data: dict[str, Any], where: str) -> ClientSpec:
-    _known(data, ("run", "patient", "timeout"), where, "client.")
-    run = data.get("run")
-    if not isinstance(run, list) or not run or not all(isinstance(a, str) for a in run):
-        raise ScenarioError(f"{where}: client.run: the command, as a list of strings")
+    _known(data, ("run", "patient", "timeout", "setup"), where, "client.")
+    run = _command(data.get("run"), where, "client.run")
+    setup = data.get("setup", [])
+    if not isinstance(setup, list):
+        raise ScenarioError(f"{where}: client.setup: a list of commands")
+    steps = tuple(_command(c, where, f"client.setup[{i}]") for i, c in enumerate(setup))
     patient = str(data.get("patient", "0"))
     if patient != "non-ascii" and not patient.isdigit():
         raise ScenarioError(f"{where}: client.patient: a patient index or \"non-ascii\"")
     timeout = data.get("timeout", 120.0)
     if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
         raise ScenarioError(f"{where}: client.timeout: seconds, more than 0")
-    return ClientSpec(tuple(run), patient, float(timeout))
+    return ClientSpec(run, patient, float(timeout), steps)
+
+
+def _command(value: object, where: str, key: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value or not all(isinstance(a, str) for a in value):
+        raise ScenarioError(f"{where}: {key}: a command, as a list of strings")
+    return tuple(value)
 
 
 def _expect(data: dict[str, Any], where: str) -> Expect:

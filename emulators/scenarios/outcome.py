@@ -28,6 +28,7 @@ class Observed:
     out_files: dict[str, int] = field(default_factory=dict)  # the client's --out folder
     bad_files: list[str] = field(default_factory=list)  # incomplete, unreadable, temporary
     log: list[str] = field(default_factory=list)  # the daemons' log lines
+    setup_failures: list[str] = field(default_factory=list)  # setup commands that failed
 
 
 def parse_json(stdout: str) -> Any:
@@ -55,7 +56,7 @@ def _normal(text: str) -> str:
 
 def differences(expect: Expect, seen: Observed) -> list[str]:
     """Each way ``seen`` is not what ``expect`` says, as one line; empty when it passes."""
-    out: list[str] = []
+    out: list[str] = list(seen.setup_failures)
     if seen.exit is None:
         out.append("the command did not finish within its timeout")
     wanted_exit = int(KINDS[expect.kind]) if expect.kind else expect.exit

@@ -72,13 +72,14 @@ def _daemon_log() -> Iterator[_Lines]:
         logger.setLevel(level)
 
 
-def command_line(scenario: Scenario, stage: Stage,
-                 programs: Mapping[str, Sequence[str]]) -> list[str]:
+def command_line(scenario: Scenario, stage: Stage, programs: Mapping[str, Sequence[str]],
+                 command: Sequence[str] | None = None) -> list[str]:
+    """``command`` (default: the scenario's ``run``) with its placeholders filled in."""
     values = stage.placeholders()
     try:
-        argv = [arg.format(**values) for arg in scenario.client.run]
+        argv = [arg.format(**values) for arg in command or scenario.client.run]
     except (KeyError, IndexError, ValueError) as exc:
-        raise ScenarioError(f"{scenario.name}: client.run: unknown placeholder {exc}; known: "
+        raise ScenarioError(f"{scenario.name}: client: unknown placeholder {exc}; known: "
                             + ", ".join("{" + k + "}" for k in values)) from exc
     program, *rest = argv
     if program in programs:
@@ -106,14 +107,29 @@ def run_scenario(scenario: Scenario, *, programs: Mapping[str, Sequence[str]] | 
         folder.mkdir(parents=True, exist_ok=True)
         with _daemon_log() as log:
             with staged(scenario, folder.absolute()) as stage:
+                failures = _setup(scenario, stage)
                 argv = command_line(scenario, stage, programs)
                 observed = _run(argv, stage.work, scenario.client.timeout)
+                observed.setup_failures = failures
             # The daemons have stopped (late writes landed): the folders are final.
             observed.files, bad = survey(stage.fd_out)
             observed.out_files, bad_out = survey(stage.out)
             observed.bad_files = bad + bad_out
             observed.log = log.lines[-_LOG_LINES:]
     return Result(scenario, observed, differences(scenario.expect, observed))
+
+
+def _setup(scenario: Scenario, stage: Stage) -> list[str]:
+    """Run the setup commands (never a deliberately broken client: they prepare the site);
+    each one that fails is a difference of the scenario."""
+    failures = []
+    for step in scenario.client.setup:
+        argv = command_line(scenario, stage, DEFAULT_PROGRAMS, step)
+        seen = _run(argv, stage.work, scenario.client.timeout)
+        if seen.exit != 0:
+            failures.append(f"setup command {' '.join(step)!r} exited {seen.exit}: "
+                            + seen.output.strip()[-300:])
+    return failures
 
 
 def _run(argv: list[str], cwd: Path, timeout: float) -> Observed:

@@ -19,10 +19,10 @@ from client.site_dump import dump_site
 
 from ..archive import Archive
 from ..db_daemon import DBDaemon
-from ..faults import Proxy, inject
+from ..faults import Proxy
 from ..file_daemon import FileDaemon
 from ..peers import free_port
-from ..trust import normalise_ae
+from ..serve import serving_faults
 from .model import Scenario, ScenarioError
 
 LOG = logging.getLogger("dbdsim.scenario")
@@ -96,15 +96,6 @@ def _remap(site: Site, mapping: dict[int, int]) -> Site:
         client=dataclasses.replace(client, port=mapping[client.port]))
 
 
-def _redirect(site: Site, ae_title: str, port: int) -> Site:
-    """The DB Daemon's map sends moves for ``ae_title`` to ``port`` (a proxy) instead."""
-    rows = tuple(dataclasses.replace(t, host="127.0.0.1", port=port)
-                 if normalise_ae(t.ae_title) == normalise_ae(ae_title) else t
-                 for t in site.db_trusted())
-    return dataclasses.replace(site, db_daemon=dataclasses.replace(site.db_daemon,
-                                                                   trusted=rows))
-
-
 def _patient(scenario: Scenario, archive: Archive) -> str:
     wanted = scenario.client.patient
     count = archive.index.counts().patients
@@ -133,32 +124,14 @@ def staged(scenario: Scenario, work: Path) -> Iterator[Stage]:
     with ExitStack() as stack:
         stack.callback(archive.close)
         patient_id = _patient(scenario, archive)
-        fd = FileDaemon(site)
-        inject(scenario.faults, file_daemon=fd)
-        stack.enter_context(fd)
-        proxies: dict[str, Proxy] = {}
-        db_site = site
-        store = scenario.faults.proxy_on("store")
-        if store is not None:
-            proxy = stack.enter_context(Proxy(("127.0.0.1", fd.port), store.toxics,
-                                              name="store-leg"))
-            proxies["store"] = proxy
-            db_site = _redirect(site, site.file_daemon.ae_title, proxy.port)
-        dbd = DBDaemon(db_site, archive)
-        inject(scenario.faults, db_daemon=dbd)
-        stack.enter_context(dbd)
-        client_site = site
-        leg = scenario.faults.proxy_on("client")
-        if leg is not None:
-            proxy = stack.enter_context(Proxy(("127.0.0.1", dbd.port), leg.toxics,
-                                              name="client-leg"))
-            proxies["client"] = proxy
-            client_site = dataclasses.replace(
-                site, db_daemon=dataclasses.replace(site.db_daemon, port=proxy.port))
+        served = stack.enter_context(serving_faults(site, archive, scenario.faults))
+        client_site = dataclasses.replace(
+            site, db_daemon=dataclasses.replace(site.db_daemon, port=served.db_port))
         site_path = work / "site.toml"
         site_path.write_text(dump_site(client_site), encoding="utf-8")
-        LOG.info("scenario %s: DB Daemon %s:%d, File Daemon %s:%d, %s", scenario.name,
-                 site.db_daemon.bind, dbd.port, site.file_daemon.bind, fd.port,
-                 ", ".join(f"{leg} proxy :{p.port}" for leg, p in proxies.items()) or "no proxy")
-        yield Stage(client_site, site_path, work, fd_out, out, archive, dbd, fd, proxies,
-                    patient_id)
+        LOG.info("scenario %s: DB Daemon :%d, File Daemon :%d, %s", scenario.name,
+                 served.db_daemon.port, served.file_daemon.port,
+                 ", ".join(f"{leg} proxy :{p.port}" for leg, p in served.proxies.items())
+                 or "no proxy")
+        yield Stage(client_site, site_path, work, fd_out, out, archive, served.db_daemon,
+                    served.file_daemon, served.proxies, patient_id)

@@ -272,7 +272,16 @@ def test_identity_problems_flag_series_study_and_patient() -> None:
     assert f"not in series {CT_SERIES} of study {STUDY}" in problems["1.2"]
     assert problems["1.3"].startswith("/a/study.dcm (1.3) is in series")
     assert "of study 8.8" in problems["1.3"]
-    assert problems["1.4"] == f"/a/patient.dcm (1.4) belongs to patient 'OTHER', not '{PATIENT}'"
+    assert problems["1.4"] == (f"/a/patient.dcm (1.4) belongs to patient 'OTHER', not "
+                               f"'{PATIENT}': two objects share this SOP Instance UID")
+
+
+def test_another_patients_object_is_named_as_such_before_its_series() -> None:
+    """UIDs duplicated across patients: the object is in another series too, but the
+    patient is what a researcher must hear about first."""
+    item = Item(Role.IMAGES, STUDY, CT_SERIES, ("1.1",))
+    found = {"1.1": _found("/a/x.dcm", "1.1", series="9.9", study="8.8", patient="OTHER")}
+    assert "belongs to patient 'OTHER'" in identity_problems(item, found, PATIENT)["1.1"]
 
 
 def test_identity_problems_none_when_all_match() -> None:

@@ -69,12 +69,18 @@ def _no_wait() -> None:
 
 
 def _mute_errors() -> None:
-    """Every failure is a bare "failed", exit status 1."""
+    """Every failure is a bare "failed" (exit status 1), and no object says why it failed."""
     def fail(_args: Any, _exc: Exception) -> int:
         print("rtmove: failed", file=sys.stderr)
         return 1
 
     common.fail = fail
+    move_item = transfer.Transfer._move_item
+
+    def unexplained(self: transfer.Transfer, *args: Any) -> Any:
+        return dataclasses.replace(move_item(self, *args), note="")
+
+    transfer.Transfer._move_item = unexplained  # type: ignore[method-assign]
 
 
 def _no_identity_check() -> None:
