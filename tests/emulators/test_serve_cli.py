@@ -442,3 +442,35 @@ def test_serve_of_a_generated_folder_moves_it_back_as_written(
         _move_everything_to_the_file_daemon(require_tool, served, tmp_path)
         _stop_with_sigterm(served.run)
     _assert_same_tree(tmp_path / "fd", generated, served.instances)
+
+
+@pytest.mark.interop
+def test_serve_with_a_scenario_injects_its_faults(tmp_path: Path,
+                                                  require_tool: Callable[[str], str]) -> None:
+    """--scenario: the daemons answer as the scenario breaks them (here: every association
+    rejected permanently, no reason given), while the site stays the one served."""
+    with _serving(tmp_path, "--scenario", "db-rejects-permanently") as served:
+        done = _echo(require_tool, "DCMTK", DB_AE, served.db_port)
+    assert done.returncode != 0
+    assert "Association Rejected" in done.stdout and "No Reason" in done.stdout, done.stdout
+
+
+@pytest.mark.interop
+def test_serve_with_a_network_scenario_prints_the_proxy_to_call(
+        tmp_path: Path, require_tool: Callable[[str], str]) -> None:
+    with _serving(tmp_path, "--scenario", "net-latency-both-legs") as served:
+        deadline = time.monotonic() + READY_TIMEOUT
+        line = ""
+        while not line and time.monotonic() < deadline:
+            line = next((x for x in served.run.stdout if x.startswith("client-leg proxy")), "")
+            time.sleep(0.05)
+        match = re.search(r":(\d+) \(call the DB Daemon here\)", line)
+        assert match, served.run.output()
+        assert _echo(require_tool, "DCMTK", DB_AE, int(match[1])).returncode == 0
+
+
+def test_serve_refuses_an_unknown_scenario(tmp_path: Path) -> None:
+    done = subprocess.run(_serve_argv(0, 0, tmp_path, "--scenario", "no-such-thing"),
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 1
+    assert "no scenario 'no-such-thing'" in done.stderr

@@ -17,7 +17,7 @@ pytest_plugins = ["pytester"]
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "docs" / "example_test_export.py"
-DOC = REPO / "docs" / "pytest-plugin.md"
+DOC = REPO / "README.md"
 RUN = ("-p", "no:cacheprovider", "--strict-markers")
 
 FIXTURES_AND_MARKERS = '''
