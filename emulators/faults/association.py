@@ -13,38 +13,24 @@ from typing import Any
 from pynetdicom import evt
 from pynetdicom.events import Event
 
+from .injector import Injector
 from .model import AssociationFaults
 
 LOCAL_LIMIT_EXCEEDED = (2, 3, 2)  # rejected-transient, presentation, local-limit-exceeded
 
 
-class AssociationInjector:
-    """One daemon's association faults and what they have counted so far."""
+class AssociationInjector(Injector[AssociationFaults]):
+    """One daemon's association faults, and the aborts they have started."""
 
     def __init__(self, log: logging.Logger) -> None:
-        self.log = log
-        self._faults = AssociationFaults()
-        self._lock = threading.Lock()
-        self._seen = 0
+        super().__init__(log, AssociationFaults())
         self._threads: list[threading.Thread] = []
-
-    @property
-    def faults(self) -> AssociationFaults:
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: AssociationFaults) -> None:
-        with self._lock:
-            self._faults, self._seen = faults, 0
 
     def on_requested(self, event: Event, stopping: threading.Event,
                      ) -> tuple[int, int, int] | None:
         """The rejection to send for this request, or None; may wait (accept_delay) or arm
         an abort. Runs on the association's own thread."""
-        with self._lock:
-            faults = self._faults
-            self._seen += 1
-            seen = self._seen
+        faults, seen = self.count()
         if not faults.active or (faults.times and seen > faults.times):
             return None
         assoc = event.assoc

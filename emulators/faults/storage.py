@@ -21,7 +21,7 @@ from pynetdicom.presentation import PresentationContext
 
 from client.files import Received, write_atomic
 
-from .dimse import hold
+from .injector import Injector, hold
 from .model import FaultError, StoreFaults
 
 OUT_OF_RESOURCES = 0xA700
@@ -40,35 +40,24 @@ def sop_class_uid(name: str) -> str:
     return str(value)
 
 
-class StoreInjector:
+class StoreInjector(Injector[StoreFaults]):
     def __init__(self, log: logging.Logger) -> None:
-        self.log = log
-        self._faults = StoreFaults()
-        self._refused: frozenset[str] = frozenset()
-        self._lock = threading.Lock()
-        self._seen = 0
+        super().__init__(log, StoreFaults())
         self._late: list[threading.Thread] = []
 
-    @property
-    def faults(self) -> StoreFaults:
-        return self._faults
-
-    @faults.setter
-    def faults(self, faults: StoreFaults) -> None:
-        refused = frozenset(sop_class_uid(name) for name in faults.refuse_sop_classes)
-        with self._lock:
-            self._faults, self._refused, self._seen = faults, refused, 0
+    def check(self, faults: StoreFaults) -> None:
+        for name in faults.refuse_sop_classes:
+            sop_class_uid(name)
 
     def negotiable(self, contexts: Iterable[PresentationContext]) -> list[PresentationContext]:
         """The contexts still offered: a refused class is simply not supported."""
-        return [cx for cx in contexts if str(cx.abstract_syntax) not in self._refused]
+        refused = {sop_class_uid(name) for name in self.faults.refuse_sop_classes}
+        return [cx for cx in contexts if str(cx.abstract_syntax) not in refused]
 
     def before(self, stopping: threading.Event, ended: Callable[[], bool],
                ) -> tuple[int, tuple[int, str] | None]:
         """This object's number (1-based), and the failure to answer instead, if any."""
-        with self._lock:
-            self._seen += 1
-            seen, faults = self._seen, self._faults
+        faults, seen = self.count()
         if faults.out_of_resources_after is not None and seen > faults.out_of_resources_after:
             self.log.warning("fault: object %d answered 0xA700 (out of resources)", seen)
             return seen, (OUT_OF_RESOURCES, "out of resources (fault injected by dbdsim)")
@@ -78,7 +67,7 @@ class StoreInjector:
 
     def write(self, seen: int, path: Path, write: Callable[[], Received]) -> Received | None:
         """Write (or fail to, or later); None: the file lands after the answer."""
-        faults = self._faults
+        faults = self.faults
         if faults.disk_full_after is not None and seen > faults.disk_full_after:
             self.log.warning("fault: the disk is full when writing %s", path.name)
             write_atomic(path, _fill_disk)

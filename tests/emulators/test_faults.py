@@ -517,10 +517,7 @@ def test_missing_slices_are_not_in_the_archive(dbd_site: DBDSite, dbd_faults: An
 @pytest.mark.parametrize(("dangling", "gone"), [
     ("structure-set", "RTSTRUCT"),
     ("image-series", "CT"),
-    pytest.param("plan", "RTPLAN", marks=pytest.mark.xfail(
-        strict=True, reason="fault bug: DataFaults(dangling='plan') is accepted but "
-        "apply_data_faults removes nothing (only structure-set and image-series are "
-        "handled), so the dose's plan is still in the archive")),
+    ("plan", "RTPLAN"),
 ])
 def test_dangling_references_lack_their_target(dbd_site: DBDSite, dbd_faults: Any,
                                                plan: PlanCollection, dangling: str,
