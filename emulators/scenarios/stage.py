@@ -19,10 +19,11 @@ from client.site_dump import dump_site
 
 from ..archive import Archive
 from ..db_daemon import DBDaemon
-from ..faults import Proxy
+from ..faults import FaultError, Proxy
 from ..file_daemon import FileDaemon
 from ..peers import free_port
 from ..serve import serving_faults
+from ..service import DaemonError
 from .model import Scenario, ScenarioError
 
 LOG = logging.getLogger("dbdsim.scenario")
@@ -41,11 +42,11 @@ class Stage:
     db_daemon: DBDaemon
     file_daemon: FileDaemon
     proxies: dict[str, Proxy] = field(default_factory=dict)
-    patient_id: str = ""
+    patient: int = 0  # the synthetic patient the command's {patient} names
 
     def placeholders(self) -> dict[str, str]:
         db, fd, client = self.site.db_daemon, self.site.file_daemon, self.site.client
-        recipe = self.archive.recipe(self._patient_index())
+        recipe = self.archive.recipe(self.patient)
         plan = recipe.plans[0] if recipe.plans else None
         return {
             "site": str(self.site_path), "work": str(self.work), "fd_out": str(self.fd_out),
@@ -55,12 +56,6 @@ class Stage:
             "fd_port": str(fd.port), "fd_aet": fd.ae_title,
             "client_aet": client.ae_title, "client_port": str(client.port),
         }
-
-    def _patient_index(self) -> int:
-        for i in range(self.archive.index.counts().patients):
-            if self.archive.recipe(i).patient_id == self.patient_id:
-                return i
-        raise ScenarioError(f"patient {self.patient_id!r} is not in the archive")
 
 
 def _ports(site: Site) -> list[int]:
@@ -96,21 +91,20 @@ def _remap(site: Site, mapping: dict[int, int]) -> Site:
         client=dataclasses.replace(client, port=mapping[client.port]))
 
 
-def _patient(scenario: Scenario, archive: Archive) -> str:
+def _patient(scenario: Scenario, archive: Archive) -> int:
     wanted = scenario.client.patient
     count = archive.index.counts().patients
     if wanted == "non-ascii":
         for i in range(count):
-            recipe = archive.recipe(i)
-            if not str(recipe.people.patient_name.pn).isascii():
-                return recipe.patient_id
+            if not str(archive.recipe(i).people.patient_name.pn).isascii():
+                return i
         raise ScenarioError(f"{scenario.name}: no patient of the archive has a non-ASCII name; "
                             "add patients or change the seed")
     index = int(wanted)
     if index >= count:
         raise ScenarioError(f"{scenario.name}: client.patient {index}: the archive has "
                             f"{count} patients")
-    return archive.recipe(index).patient_id
+    return index
 
 
 @contextmanager
@@ -123,8 +117,11 @@ def staged(scenario: Scenario, work: Path) -> Iterator[Stage]:
     archive = Archive.synthetic(scenario.archive.config(), scenario.archive.patients)
     with ExitStack() as stack:
         stack.callback(archive.close)
-        patient_id = _patient(scenario, archive)
-        served = stack.enter_context(serving_faults(site, archive, scenario.faults))
+        patient = _patient(scenario, archive)
+        try:
+            served = stack.enter_context(serving_faults(site, archive, scenario.faults))
+        except (FaultError, DaemonError) as exc:  # a data fault naming no patient, a port taken
+            raise ScenarioError(f"{scenario.name}: {exc}") from exc
         client_site = dataclasses.replace(
             site, db_daemon=dataclasses.replace(site.db_daemon, port=served.db_port))
         site_path = work / "site.toml"
@@ -134,4 +131,4 @@ def staged(scenario: Scenario, work: Path) -> Iterator[Stage]:
                  ", ".join(f"{leg} proxy :{p.port}" for leg, p in served.proxies.items())
                  or "no proxy")
         yield Stage(client_site, site_path, work, fd_out, out, archive, served.db_daemon,
-                    served.file_daemon, served.proxies, patient_id)
+                    served.file_daemon, served.proxies, patient)
