@@ -134,20 +134,18 @@ class Daemon:
         """Judge each A-ASSOCIATE-RQ before pynetdicom negotiates it (PS3.8 7.1.1.7)."""
         assoc = event.assoc
         rejection = self.association_faults.on_requested(event, self.stopping)
+        if assoc.is_aborted:  # a fault aborted it at its request
+            return
+        if rejection is None:
+            rq = cast(A_ASSOCIATE, assoc.requestor.primitive)
+            calling = str(rq.calling_ae_title)
+            verdict = self.policy.judge(calling, str(rq.called_ae_title),
+                                        str(assoc.requestor.address),
+                                        str(rq.implementation_class_uid or ""))
+            log_verdict(self.log, f"{self.name} {self.ae_title}", calling, verdict)
+            rejection = verdict.rejection
         if rejection is not None:
             assoc.acse.send_reject(*rejection)
-            assoc.kill()
-            return
-        if assoc.is_aborted:
-            return
-        rq = cast(A_ASSOCIATE, assoc.requestor.primitive)
-        calling = str(rq.calling_ae_title)
-        verdict = self.policy.judge(calling, str(rq.called_ae_title),
-                                    str(assoc.requestor.address),
-                                    str(rq.implementation_class_uid or ""))
-        log_verdict(self.log, f"{self.name} {self.ae_title}", calling, verdict)
-        if verdict.rejection is not None:
-            assoc.acse.send_reject(*verdict.rejection)
             assoc.kill()
             return
         self.on_accepted(event)
