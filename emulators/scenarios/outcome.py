@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -88,8 +88,6 @@ def differences(expect: Expect, seen: Observed) -> list[str]:
 def flipped(expect: Expect) -> Expect:
     """The opposite expectation (another exit code, no file where files were): a
     scenario's check must fail against it, or the scenario cannot fail at all."""
-    from dataclasses import replace
-
     exit_code = int(KINDS[expect.kind]) if expect.kind else expect.exit
     other = 0 if exit_code not in (None, 0) else 8
     files = {m: n + 1 for m, n in (expect.files or {"CT": 0}).items()}
