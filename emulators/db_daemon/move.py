@@ -30,7 +30,8 @@ from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 
 from client.tcp import NO_DELAY
 
-from ..faults.dimse import MoveFaultPlan, hold
+from ..faults.dimse import MoveFaultPlan
+from ..faults.injector import hold
 
 LOG = logging.getLogger("dbdsim.db_daemon")
 

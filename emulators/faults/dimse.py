@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from .injector import Injector, hold
 from .model import FindFaults, MoveFaults
 
-__all__ = ["FindInjector", "MoveFaultPlan", "MoveInjector", "hold"]
+__all__ = ["FindInjector", "MoveFaultPlan", "MoveInjector"]
 
 
 class FindInjector(Injector[FindFaults]):
