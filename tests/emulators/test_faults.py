@@ -28,6 +28,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
     Verification,
 )
 
+from emulators.db_daemon import DBDaemon
 from emulators.faults import (
     AssociationFaults,
     DataFaults,
@@ -247,6 +248,7 @@ def test_abort_after_one_pdu_aborts_at_the_request(dbd_site: DBDSite, dbd_faults
 
 
 def test_max_concurrent_rejects_the_association_beyond_it(dbd_site: DBDSite,
+                                                          db_daemon: DBDaemon,
                                                           dbd_faults: Any) -> None:
     dbd_faults(db(association=AssociationFaults(max_concurrent=1)))
     with associate(dbd_site) as first:
@@ -254,6 +256,10 @@ def test_max_concurrent_rejects_the_association_beyond_it(dbd_site: DBDSite,
         with associate(dbd_site) as second:
             assert rejection(second) == (2, 3, 2)
         assert int(first.send_c_echo().Status) == SUCCESS
+    # A released association counts until the daemon's thread for it has ended.
+    deadline = time.monotonic() + 10
+    while db_daemon.ae.active_associations and time.monotonic() < deadline:
+        time.sleep(0.02)
     with associate(dbd_site) as third:  # the first one is gone: room again
         assert third.is_established
 
