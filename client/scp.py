@@ -17,7 +17,10 @@ from pynetdicom.presentation import PresentationContext
 from pynetdicom.transport import ThreadedAssociationServer
 
 POLL_SECONDS = 0.02
-_AWAITING_REQUEST = "Sta2"  # transport open, A-ASSOCIATE-RQ not yet received
+# PS3.8 9.2: states where an A-ABORT request is no event (pynetdicom raises
+# InvalidEventError in its reactor): idle, transport open before the A-ASSOCIATE-RQ, and
+# awaiting the peer's close after a rejection or release.
+_NO_ABORT_STATES = frozenset({"Sta1", "Sta2", "Sta13"})
 
 
 @dataclass
@@ -34,12 +37,14 @@ class RunningServer:
         """Stop accepting, abort live associations; returns their threads to join."""
         live: list[threading.Thread] = list(self.ae.active_associations)
         for assoc in self.ae.active_associations:
-            if assoc.dul.state_machine.current_state == _AWAITING_REQUEST:
-                # Connected, nothing asked yet: PS3.8 has no A-ABORT there (pynetdicom
-                # raises InvalidEventError in its reactor); closing is the standard's way.
+            if assoc.dul.state_machine.current_state in _NO_ABORT_STATES:
+                # Nothing to abort there: closing the connection is the standard's way.
                 socket = assoc.dul.socket
                 if socket is not None:
                     socket.close()
+                # An acceptor still waiting for its A-ASSOCIATE-RQ (up to the ACSE timeout)
+                # takes "nothing came" and ends, as when that timeout expires.
+                assoc.dul.to_user_queue.put(None)
             else:
                 assoc.abort()
         # pynetdicom's own shutdown() also unregisters the server from AE.start_server's

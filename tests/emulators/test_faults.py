@@ -486,9 +486,9 @@ def test_write_delay_slows_every_answer(dbd_site: DBDSite, dbd_faults: Any,
 def test_finish_after_answers_first_and_writes_later_even_past_stop(
         dbd_site: DBDSite, dbd_faults: Any, file_daemon: FileDaemon,
         synthetic_archive: SyntheticArchive) -> None:
-    dbd_faults(fdf(store=StoreFaults(finish_after=0.6)))
+    dbd_faults(fdf(store=StoreFaults(finish_after=1.0)))
     [(status, took)] = store(dbd_site, ct_slices(synthetic_archive)[:1])
-    assert int(status.Status) == SUCCESS and took < 0.6
+    assert int(status.Status) == SUCCESS and took < 1.0
     assert dbd_site.files() == {}  # answered, not yet on disk
     file_daemon.stop()  # waits for the late write: the file is not lost
     assert dbd_site.files() == {"CT": 1}
