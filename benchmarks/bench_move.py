@@ -1,6 +1,6 @@
 """C-MOVE of one CT series by DCMTK's movescu: the emulated DB Daemon beside dcmqrscp.
 
-    python benchmarks/bench_move.py            # full: a 120-slice 512x512 CT, 5 runs each
+    python benchmarks/bench_move.py            # full: a 200-slice 512x512 CT, 5 runs each
     python benchmarks/bench_move.py --short    # CI: 8 small slices, 1 run, checks it works
 
 The same files are served by both: DCMTK's ``dcmqrscp`` (loaded with ``storescu``)
@@ -100,8 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--short", action="store_true", help="tiny sizes for CI")
     parser.add_argument("--json", action="store_true", help="print JSON rows")
+    parser.add_argument("--slices", type=int, default=200, help="CT slices (default 200)")
+    parser.add_argument("--runs", type=int, default=5, help="timed runs each (median)")
     args = parser.parse_args(argv)
-    rows = run(8, 64, 1) if args.short else run(120, 512, 5)
+    rows = run(8, 64, 1) if args.short else run(args.slices, 512, args.runs)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0

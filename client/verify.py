@@ -73,7 +73,7 @@ def _expected_pixel_bytes(ds: Dataset) -> int:
     return rows * columns * samples * frames * bits // 8
 
 
-def _pixel_problem(ds: Dataset, fh: BinaryIO, size: int) -> str | None:
+def pixel_problem(ds: Dataset, fh: BinaryIO, size: int) -> str | None:
     """Whether the pixel data that follows the header (``fh`` is at it) is all there.
 
     Read from the element's header and the file's size, not by loading the pixels:
@@ -166,7 +166,7 @@ def _read(path: Path) -> Found | str:
     try:
         with path.open("rb") as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
-            problem = _pixel_problem(ds, fh, os.fstat(fh.fileno()).st_size)
+            problem = pixel_problem(ds, fh, os.fstat(fh.fileno()).st_size)
         if problem:
             return problem
         return Found(path, str(ds.SOPInstanceUID), str(ds.get("SeriesInstanceUID", "")),

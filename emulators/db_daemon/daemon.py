@@ -6,24 +6,28 @@ from __future__ import annotations
 import shutil
 import tempfile
 from collections.abc import Iterator
+from io import BytesIO
 from pathlib import Path
 from typing import cast
 
+import pydicom
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_file_meta_info
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import evt
+from pynetdicom.dsutils import encode
 from pynetdicom.events import Event, EventHandlerType
 
 from client.site import DEFAULT_CHARSET, Model, Site, TrustedAE
 from client.statuses import failure_status as failure
+from client.verify import pixel_problem
 
 from ..archive import Archive, ArchiveError
 from ..archive.from_dataset import NotIndexable, dataset_rows, text_value
 from ..faults.data import DataInjector
 from ..faults.dimse import FindInjector, MoveInjector
 from ..faults.model import DBDaemonFaults
-from ..files import Received, archive_path, write_part10, write_received
+from ..files import Received, archive_path, part10_body, write_part10, write_received
 from ..service import Daemon, calling_ae, store_request
 from ..sop_classes import (
     MODEL_OF_UID,
@@ -35,7 +39,8 @@ from ..sop_classes import (
 )
 from ..synthetic.modules import with_file_meta
 from . import move
-from .export import encode_as, export_refusal, read_as
+from .bulk_store import Encoded
+from .export import charset_of, encode_as, export_refusal, read_as
 from .move import MovePlan, MoveRefused, MovingAE, SubOperation, contexts_for
 from .query import QueryError, Root, find, move_matches
 
@@ -45,6 +50,7 @@ _NATIVE = (str(ExplicitVRLittleEndian), str(ImplicitVRLittleEndian))
 UNABLE_TO_PROCESS = 0xC000
 C001 = 0xC001  # what real daemons answer for moves they cannot serve
 CANCELLED, PENDING = 0xFE00, 0xFF00
+_PLAN_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.481.8"})
 
 
 def _root(model: Model) -> Root:
@@ -175,7 +181,8 @@ class DBDaemon(Daemon):
             raise MoveRefused(exc.status, exc.comment) from exc
         plan = MovePlan(entry.ae_title, entry.host, entry.port, [],
                         dataset=lambda op: self.export(op.sop_uid, entry),
-                        stopping=self.stopping)
+                        stopping=self.stopping,
+                        encoded=lambda op: self.export_encoded(op.sop_uid, entry))
         refused = set(self.quirks.c001_modalities)
         if refused and any(m.modality in refused for m in matches):
             self.log.warning("retrieve by %r touches %s: answering 0xC001 with no "
@@ -220,6 +227,41 @@ class DBDaemon(Daemon):
         if "TransferSyntaxUID" not in getattr(ds, "file_meta", {}):
             with_file_meta(ds)
         return self.data_faults.wire(encode_as(ds, destination.export_charset))
+
+    def export_encoded(self, sop_uid: str, destination: TrustedAE) -> Encoded | None:
+        """The stored file's data set bytes, when :meth:`export` would send them unchanged:
+        read once, no pixel data decoded or re-encoded (None: use :meth:`export`).
+
+        That is a file-backed object already in the destination's export character set,
+        whole, of a patient no data fault touches, and not an RT Plan an export rule
+        may refuse.
+        """
+        location = self.archive.index.locate(sop_uid)
+        if location is None or location.path is None \
+                or self.data_faults.touches(location.patient_id) \
+                or (self.quirks.refuse_plans_without_beams
+                    and location.sop_class in _PLAN_CLASSES):
+            return None
+        try:
+            raw = Path(location.path).read_bytes()
+            fh = BytesIO(raw)
+            ds = pydicom.dcmread(fh, stop_before_pixels=True)
+            pixels_at = fh.tell()
+            syntax = ds.file_meta.TransferSyntaxUID
+            if pixel_problem(ds, fh, len(raw)) or syntax.is_deflated \
+                    or str(ds.get("SOPInstanceUID", "")) != sop_uid:
+                return None
+            if charset_of(ds) == (destination.export_charset,):
+                body = part10_body(raw)
+            else:  # only the text is re-encoded; the pixel data goes as stored
+                head = encode(encode_as(ds, destination.export_charset),
+                              syntax.is_implicit_VR, syntax.is_little_endian)
+                if head is None:
+                    return None
+                body = head + raw[pixels_at:]
+        except Exception:  # whatever is wrong, export() reads it again and says what
+            return None
+        return Encoded(str(ds.SOPClassUID), sop_uid, str(syntax), body)
 
     # -- C-STORE into the archive -------------------------------------------------------
     def _on_store(self, event: Event) -> int | Dataset:

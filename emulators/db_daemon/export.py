@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pydicom.charset import convert_encodings
+from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
 from client.site import Quirks
+
+# The VRs whose values are written in the Specific Character Set (PS3.5 6.1.2.3).
+_CHARSET_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})
 
 
 def charset_of(ds: Dataset) -> tuple[str, ...]:
@@ -28,9 +32,33 @@ def encode_as(ds: Dataset, charset: str) -> Dataset:
     """
     if charset_of(ds) == (charset,):
         return ds
-    ds.decode()  # every text value to str, in the character set it was written in
+    _decode_text(ds)  # every text value to str, in the character set it was written in
     ds.SpecificCharacterSet = charset
+    implicit, little = ds.original_encoding
+    if implicit is not None and little is not None:
+        # What is still raw does not depend on the character set: written as read, where
+        # a changed set would make pydicom convert (and re-encode) every element.
+        ds.set_original_encoding(implicit, little, convert_encodings([charset]))
     return ds
+
+
+def _decode_text(ds: Dataset) -> None:
+    """Decode only the elements whose bytes depend on the character set (sequences
+    included): ``Dataset.decode()`` converts every element, numbers too, which cost
+    0.7 ms of each CT slice's export."""
+    for tag in list(ds.keys()):
+        elem = ds.get_item(tag)
+        vr = elem.VR
+        if vr is None:
+            try:
+                vr = dictionary_VR(tag)
+            except KeyError:
+                continue
+        if vr in _CHARSET_VRS:
+            ds[tag]  # converted with the data set's (inherited) character set
+        elif vr == "SQ":
+            for item in ds[tag].value:
+                _decode_text(item)
 
 
 def read_as(ds: Dataset, charset: str) -> Dataset:

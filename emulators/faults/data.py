@@ -33,8 +33,12 @@ class DataInjector:
         self.patient_id = patient_id
         self._content, self._wire = content, wire
 
+    def touches(self, patient_id: str) -> bool:
+        """Whether this patient's objects may be changed on their way out."""
+        return bool(self.patient_id) and patient_id == self.patient_id
+
     def _applies(self, ds: Dataset) -> bool:
-        return bool(self.patient_id) and str(ds.get("PatientID", "")) == self.patient_id
+        return self.touches(str(ds.get("PatientID", "")))
 
     def content(self, ds: Dataset) -> Dataset:
         """``ds`` as the faulty archive holds it (before the export rules look at it)."""

@@ -385,7 +385,8 @@ def test_abort_after_aborts_the_requester_after_n_sub_operations(
     answer = move(dbd_site, plan.uids)
     assert answer.aborted
     pending = [s for s, _ in answer.responses if int(s.get("Status", -1)) == 0xFF00]
-    assert len(pending) == 3
+    assert pending  # at most one each 20 ms: their number depends on the machine's speed
+    assert all(int(s.NumberOfCompletedSuboperations) <= 3 for s in pending)
     assert sum(dbd_site.files().values()) == 3
 
 
