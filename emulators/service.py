@@ -24,6 +24,7 @@ from client.site import Timeouts, TrustedAE
 from client.tcp import NO_DELAY
 from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
+from . import bulk_send
 from .faults.association import AssociationInjector
 from .trust import TrustPolicy, log_verdict
 
@@ -148,6 +149,7 @@ class Daemon:
             assoc.acse.send_reject(*rejection)
             assoc.kill()
             return
+        bulk_send.speed_up(assoc)
         self.on_accepted(event)
 
 

@@ -24,6 +24,7 @@ from client.verify import pixel_problem
 
 from ..archive import Archive, ArchiveError
 from ..archive.from_dataset import NotIndexable, dataset_rows, text_value
+from ..bulk_send import Encoded
 from ..faults.data import DataInjector
 from ..faults.dimse import FindInjector, MoveInjector
 from ..faults.model import DBDaemonFaults
@@ -39,7 +40,6 @@ from ..sop_classes import (
 )
 from ..synthetic.modules import with_file_meta
 from . import move
-from .bulk_store import Encoded
 from .export import charset_of, encode_as, export_refusal, read_as
 from .move import MovePlan, MoveRefused, MovingAE, SubOperation, contexts_for
 from .query import QueryError, Root, find, move_matches

@@ -32,9 +32,9 @@ from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 
 from client.tcp import NO_DELAY
 
+from .. import bulk_send
 from ..faults.dimse import MoveFaultPlan
 from ..faults.injector import hold
-from . import bulk_store
 
 LOG = logging.getLogger("dbdsim.db_daemon")
 
@@ -83,8 +83,8 @@ class MovePlan:
     contexts: list[PresentationContext] = field(default_factory=list)
     faults: MoveFaultPlan | None = None  # what this move does wrong (emulators.faults)
     # The stored bytes to send as they are, when nothing about them must change (None:
-    # build the data set); C-MOVE only, see bulk_store.
-    encoded: Callable[[SubOperation], bulk_store.Encoded | None] = lambda _op: None
+    # build the data set); C-MOVE only, see bulk_send.
+    encoded: Callable[[SubOperation], bulk_send.Encoded | None] = lambda _op: None
     stopping: threading.Event = field(default_factory=threading.Event)  # the daemon's
 
 
@@ -213,7 +213,7 @@ def serve_retrieve(service: ServiceClass, req: Retrieve, context: PresentationCo
                  f"cannot associate with {plan.destination}: {why}")
         return
     try:
-        with bulk_store.sending(store):
+        with bulk_send.sending(store):
             final = _run_suboperations(service, req, out, plan, calling, store)
     finally:
         if store.is_established:
@@ -291,7 +291,7 @@ def _suboperations(service: ServiceClass, req: Retrieve, out: _Responder, plan: 
     return final, counts
 
 
-def _produce(plan: MovePlan, op: SubOperation, moving: bool) -> Dataset | bulk_store.Encoded:
+def _produce(plan: MovePlan, op: SubOperation, moving: bool) -> Dataset | bulk_send.Encoded:
     """What a sub-operation sends: the stored bytes as they are (a C-MOVE's, when
     possible), else the data set; MoveRefused fails the sub-operation."""
     if moving:
@@ -303,7 +303,7 @@ def _produce(plan: MovePlan, op: SubOperation, moving: bool) -> Dataset | bulk_s
 
 def _store_one(store: Association, req: Retrieve, op: SubOperation, plan: MovePlan,
                counts: _Counts, originator: str | None, index: int,
-               produced: Future[Dataset | bulk_store.Encoded]) -> None:
+               produced: Future[Dataset | bulk_send.Encoded]) -> None:
     try:
         payload = produced.result()
     except MoveRefused as refusal:
@@ -338,18 +338,18 @@ def _store_one(store: Association, req: Retrieve, op: SubOperation, plan: MovePl
         counts.fail(op.sop_uid)
 
 
-def _send_moved(store: Association, payload: Dataset | bulk_store.Encoded, plan: MovePlan,
+def _send_moved(store: Association, payload: Dataset | bulk_send.Encoded, plan: MovePlan,
                 op: SubOperation, message_id: int, originator: str, originator_id: int,
                 ) -> Dataset:
     """One C-MOVE sub-operation; stored bytes no accepted context carries as they are
     are sent as the data set, encoded for the context that is."""
     try:
-        return bulk_store.send_c_store(store, payload, msg_id=message_id,
+        return bulk_send.send_c_store(store, payload, msg_id=message_id,
                                        originator_aet=originator, originator_id=originator_id)
     except ValueError:
-        if not isinstance(payload, bulk_store.Encoded):
+        if not isinstance(payload, bulk_send.Encoded):
             raise
-    return bulk_store.send_c_store(store, plan.dataset(op), msg_id=message_id,
+    return bulk_send.send_c_store(store, plan.dataset(op), msg_id=message_id,
                                    originator_aet=originator, originator_id=originator_id)
 
 

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from client.site import Quirks, TrustedAE
 from emulators.archive import Archive
+from emulators.bulk_send import frame
 from emulators.db_daemon import DBDaemon
-from emulators.db_daemon.bulk_store import frame
 from emulators.faults.data import DataInjector
 from emulators.files import write_patient
 from emulators.synthetic import SyntheticConfig, make_recipe
