@@ -1,14 +1,15 @@
-"""C-STORE sub-operations sent as one write per object, inside pynetdicom's state machine.
+"""DIMSE messages sent as one write each, inside pynetdicom's state machine.
 
 pynetdicom sends a message as one P-DATA primitive per fragment: each crosses its
 event queue and polling loop on the DUL thread, about 150 µs a fragment, so a 512x512
 CT slice (33 fragments of 16 KB) costs its transfer several times over (measured: a
-200-slice series 1.1-1.3 s against dcmqrscp's 0.2 s). Here the whole message, command
+200-slice series 1.1-1.3 s against dcmqrscp's 0.2 s). Here a whole message, command
 and data set, is framed as P-DATA-TF PDUs up front and queued as ONE P-DATA request:
-the state machine still sees Sta6 + Evt9 -> DT-1 -> Sta6 for it, on the DUL thread, so
-nothing is written behind its back (which stalls associations), and the socket gets
-one write per object instead of one per fragment.
-"""
+the state machine still sees Evt9 (DT-1 in Sta6, AR-7 in Sta7) for it, on the DUL
+thread, so nothing is written behind its back (which stalls associations), and the
+socket gets one write per message instead of one per fragment. The daemons use it for
+every association they accept (:func:`speed_up`) and for C-MOVE sub-operations
+(:func:`sending`, :func:`send_c_store`)."""
 
 from __future__ import annotations
 
