@@ -37,7 +37,11 @@ class RunningServer:
         """Stop accepting, abort live associations; returns their threads to join."""
         live: list[threading.Thread] = list(self.ae.active_associations)
         for assoc in self.ae.active_associations:
-            if assoc.dul.state_machine.current_state in _NO_ABORT_STATES:
+            # Only an established association is A-ABORTed: one still negotiating can
+            # move on (to Sta13 after a rejection) between a look at its state and the
+            # abort, which pynetdicom then finds invalid in its reactor.
+            if not assoc.is_established \
+                    or assoc.dul.state_machine.current_state in _NO_ABORT_STATES:
                 # Nothing to abort there: closing the connection is the standard's way.
                 socket = assoc.dul.socket
                 if socket is not None:

@@ -28,7 +28,7 @@ from pynetdicom import evt
 from pynetdicom.association import Association
 from pynetdicom.dimse import _RQ_TO_MESSAGE, _RSP_TO_MESSAGE
 from pynetdicom.dimse_messages import C_STORE_RQ
-from pynetdicom.dimse_primitives import C_STORE
+from pynetdicom.dimse_primitives import C_FIND, C_STORE
 from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
@@ -102,10 +102,33 @@ def _queue(assoc: Association, pdus: bytes) -> None:
         assoc.dul.send_pdu(_Bulk())
 
 
+def _find_pending_key(primitive: Any) -> tuple[object, ...] | None:
+    """What a C-FIND pending response's command set depends on; None for any other
+    message (their command sets vary with counts, comments, UIDs)."""
+    if not isinstance(primitive, C_FIND) or primitive.Status not in (0xFF00, 0xFF01) \
+            or primitive.ErrorComment is not None or primitive.OffendingElement is not None \
+            or primitive.Identifier is None:
+        return None
+    return (primitive.MessageIDBeingRespondedTo, str(primitive.AffectedSOPClassUID),
+            primitive.Status)
+
+
 def send_msg(assoc: Association, primitive: Any, context_id: int) -> None:
     """pynetdicom's ``DIMSEServiceProvider.send_msg``, with the message's fragments
     queued as one request (see the module's docstring): a C-FIND answering 120 images
-    sends 240 PDUs, each of which crossed the DUL's queue and loop on its own."""
+    sends 240 PDUs, each of which crossed the DUL's queue and loop on its own.
+
+    The pending responses of one C-FIND share one command set: it is encoded once
+    (pydicom's encoding was the largest cost of each response).
+    """
+    key = _find_pending_key(primitive)
+    commands: dict[tuple[object, ...], bytes] = cast(Any, assoc).__dict__.setdefault(
+        "_dbdsim_find_commands", {})
+    if key is not None and key in commands:
+        identifier = cast(BytesIO, primitive.Identifier).getvalue()
+        _queue(assoc, frame(context_id, commands[key], identifier,
+                            int(assoc.dimse.maximum_pdu_size or 0)))
+        return
     if primitive.MessageIDBeingRespondedTo is None:
         message = _RQ_TO_MESSAGE[primitive.__class__]()
     else:
@@ -113,6 +136,9 @@ def send_msg(assoc: Association, primitive: Any, context_id: int) -> None:
     message.primitive_to_message(primitive)
     message.context_id = context_id
     evt.trigger(assoc, evt.EVT_DIMSE_SENT, {"message": message})
+    if key is not None:
+        commands.clear()  # one query at a time: only its own command set is kept
+        commands[key] = cast(bytes, encode(message.command_set, True, True))
     fragments = message.encode_msg(context_id, assoc.dimse.maximum_pdu_size)
     _queue(assoc, b"".join(P_DATA_TF(fragment).encode() for fragment in fragments))
 
