@@ -13,13 +13,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from ratios import print_rows
 
 from client.site import TrustedAE, default_site
 from emulators.archive import Archive
@@ -96,13 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slices", type=int, default=60)
     args = parser.parse_args(argv)
     rows = run(4, 4, 64) if args.short else run(args.clients, args.slices, 512)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'metric':<60} {'ours s':>8} {'DCMTK s':>8} {'ratio':>6}")
-    for row in rows:
-        print(f"{row['metric']:<60} {row['ours']:>8.2f} {row['dcmtk']:>8.2f} "
-              f"{row['ratio']:>6.2f}")
+    print_rows(rows, args.json, width=60)
     return 0
 
 

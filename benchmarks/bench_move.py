@@ -14,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from ratios import median_after_warmup, print_rows
 
 from client.site import TrustedAE, default_site
 from emulators.archive import Archive
@@ -52,10 +51,6 @@ def _time_move(port: int, called: str, keys: list[str], dest: Path, expected: in
     return seconds
 
 
-def _median(runs: int, once: Callable[[], float]) -> float:
-    once()  # warm-up: caches, first-association costs
-    return statistics.median(once() for _ in range(runs))
-
 
 def run(slices: int, size: int, runs: int) -> list[dict[str, object]]:
     config = SyntheticConfig(seed=1, slices=slices, rows=size, columns=size)
@@ -77,7 +72,7 @@ def run(slices: int, size: int, runs: int) -> list[dict[str, object]]:
             with dcmqrscp(tmp / "dcmqrscp", "QR", peers, CALLER) as qr:
                 subprocess.run(["storescu", "-aet", CALLER, "-aec", qr.ae_title, qr.host,
                                 str(qr.port), *map(str, files)], check=True, env=DCMTK_ENV)
-                results["dcmqrscp"] = _median(runs, lambda: _time_move(
+                results["dcmqrscp"] = median_after_warmup(runs, lambda: _time_move(
                     qr.port, qr.ae_title, keys, dest, len(files)))
             site = default_site()
             site = dataclasses.replace(site, db_daemon=dataclasses.replace(site.db_daemon, port=0))
@@ -87,7 +82,7 @@ def run(slices: int, size: int, runs: int) -> list[dict[str, object]]:
             for name, make in sources.items():
                 archive = make()
                 with DBDaemon(site, archive) as dbd:
-                    results[name] = _median(runs, lambda port=dbd.port: _time_move(
+                    results[name] = median_after_warmup(runs, lambda port=dbd.port: _time_move(
                         port, "VMSDBD1", keys, dest, len(files)))
                 archive.close()
     label = f"movescu, {slices}-slice {size}x{size} CT series -> storescp"
@@ -104,13 +99,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=5, help="timed runs each (median)")
     args = parser.parse_args(argv)
     rows = run(8, 64, 1) if args.short else run(args.slices, 512, args.runs)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'metric':<75} {'ours s':>8} {'DCMTK s':>8} {'ratio':>6}")
-    for row in rows:
-        print(f"{row['metric']:<75} {row['ours']:>8.2f} {row['dcmtk']:>8.2f} "
-              f"{row['ratio']:>6.2f}")
+    print_rows(rows, args.json)
     return 0
 
 

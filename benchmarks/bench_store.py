@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
+
+from ratios import median_after_warmup, print_rows
 
 from client.site import TrustedAE, default_site
 from emulators.file_daemon import FileDaemon
@@ -44,10 +43,6 @@ def _time_store(port: int, called: str, files: list[Path], dest: Path) -> float:
     return seconds
 
 
-def _median(runs: int, once: Callable[[], float]) -> float:
-    once()  # warm-up
-    return statistics.median(once() for _ in range(runs))
-
 
 def run(slices: int, size: int, runs: int, where: Path | None) -> list[dict[str, object]]:
     recipe = make_recipe(SyntheticConfig(seed=1, slices=slices, rows=size, columns=size), 0)
@@ -59,13 +54,14 @@ def run(slices: int, size: int, runs: int, where: Path | None) -> list[dict[str,
         dest.mkdir()
         with running(["storescp", "-aet", "STORESCP", "-od", str(dest), str(port)], port,
                      tmp / "storescp.log"):
-            dcmtk = _median(runs, lambda: _time_store(port, "STORESCP", files, dest))
+            dcmtk = median_after_warmup(runs, lambda: _time_store(port, "STORESCP", files, dest))
         site = default_site()
         site = dataclasses.replace(site, file_daemon=dataclasses.replace(
             site.file_daemon, port=0, output=tmp / "fd"))
         site = site.with_trusted(TrustedAE(CALLER, LOOPBACK, 1))
         with FileDaemon(site) as fd:
-            ours = _median(runs, lambda: _time_store(fd.port, "VMSFD", files, tmp / "fd"))
+            ours = median_after_warmup(
+                runs, lambda: _time_store(fd.port, "VMSFD", files, tmp / "fd"))
     label = f"storescu, {len(files)} CT slices {size}x{size} -> File Daemon / storescp"
     return [{"metric": label, "ours": ours, "dcmtk": dcmtk, "ratio": ours / dcmtk}]
 
@@ -79,13 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, help="where both write (default: the temp dir)")
     args = parser.parse_args(argv)
     rows = run(8, 64, 1, args.dir) if args.short else run(args.slices, 512, args.runs, args.dir)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0
-    print(f"{'metric':<75} {'ours s':>8} {'DCMTK s':>8} {'ratio':>6}")
-    for row in rows:
-        print(f"{row['metric']:<75} {row['ours']:>8.2f} {row['dcmtk']:>8.2f} "
-              f"{row['ratio']:>6.2f}")
+    print_rows(rows, args.json)
     return 0
 
 
