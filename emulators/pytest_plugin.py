@@ -55,8 +55,6 @@ ApplyFaults = Callable[["Faults"], None]
 
 ARCHIVE_MARKERS = ("dbd_archive", "synthetic_archive")
 SCENARIO_MARKER = "dbd_scenario"
-_LOOPBACK = "127.0.0.1"
-_ANY_ADDRESS = ("", "0.0.0.0", "::")
 
 
 @dataclass(frozen=True)
@@ -147,7 +145,6 @@ class DBDSite:
 @pytest.fixture(name="_dbdsim_stage")
 def _stage_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Stage]:
     """The one stage every fixture below shares: both daemons, stopped after the test."""
-    from .faults import FaultError
     from .scenarios import ScenarioError, staged
 
     scenario = _scenario_of(request.node, request.path)
@@ -156,7 +153,7 @@ def _stage_fixture(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[S
     with ExitStack() as stack:
         try:
             stage = stack.enter_context(staged(scenario, work))
-        except (ScenarioError, FaultError) as exc:
+        except ScenarioError as exc:  # staged() wraps fault and start-up errors in it
             problem = f"dbdsim cannot set up scenario {scenario.name!r}: {exc}"
         else:
             yield stage
@@ -183,11 +180,12 @@ def dbd_site(_dbdsim_stage: Stage) -> DBDSite:
     starts both daemons (stopped when the test ends)."""
     stage = _dbdsim_stage
     site = stage.site
-    db_host = _LOOPBACK if "client" in stage.proxies else _reachable(site.db_daemon.bind)
+    from client.check_site import daemon_host
+
     return DBDSite(
         site=site, path=stage.site_path,
-        db_host=db_host, db_port=site.db_daemon.port, db_aet=site.db_daemon.ae_title,
-        fd_host=_reachable(site.file_daemon.bind), fd_port=site.file_daemon.port,
+        db_host=stage.db_host, db_port=site.db_daemon.port, db_aet=site.db_daemon.ae_title,
+        fd_host=daemon_host(site.file_daemon.bind), fd_port=site.file_daemon.port,
         fd_aet=site.file_daemon.ae_title,
         client_aet=site.client.ae_title, client_port=site.client.port,
         fd_out=stage.fd_out, env={**os.environ, "TCP_NODELAY": "1"})
@@ -314,7 +312,3 @@ def _call(marker: pytest.Mark) -> str:
 def _bad(marker: pytest.Mark, problem: str) -> NoReturn:
     """Fail the test's setup with a message naming the marker (no traceback)."""
     pytest.fail(f"@pytest.mark.{marker.name}: {problem}", pytrace=False)
-
-
-def _reachable(bind: str) -> str:
-    return _LOOPBACK if bind in _ANY_ADDRESS else bind

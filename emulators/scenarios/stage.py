@@ -14,6 +14,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client.check_site import daemon_host
 from client.site import Site, TrustedAE
 from client.site_dump import dump_site
 
@@ -44,6 +45,11 @@ class Stage:
     proxies: dict[str, Proxy] = field(default_factory=dict)
     patient: int = 0  # the synthetic patient the command's {patient} names
 
+    @property
+    def db_host(self) -> str:
+        """Where a client calls the DB Daemon (the client-leg proxy listens on loopback)."""
+        return "127.0.0.1" if "client" in self.proxies else daemon_host(self.site.db_daemon.bind)
+
     def placeholders(self) -> dict[str, str]:
         db, fd, client = self.site.db_daemon, self.site.file_daemon, self.site.client
         recipe = self.archive.recipe(self.patient)
@@ -52,7 +58,7 @@ class Stage:
             "site": str(self.site_path), "work": str(self.work), "fd_out": str(self.fd_out),
             "out": str(self.out), "patient": recipe.patient_id,
             "plan": plan.uid if plan else "", "plan_label": plan.label if plan else "",
-            "db_host": "127.0.0.1", "db_port": str(db.port), "db_aet": db.ae_title,
+            "db_host": self.db_host, "db_port": str(db.port), "db_aet": db.ae_title,
             "fd_port": str(fd.port), "fd_aet": fd.ae_title,
             "client_aet": client.ae_title, "client_port": str(client.port),
         }

@@ -38,8 +38,11 @@ def test_scenario_shows_its_outcome(name: str, require_tool: object) -> None:
     assert result.passed, (
         f"{name}: " + "; ".join(result.differences) + "\n--- output\n"
         + result.observed.output + "\n--- daemons\n" + "\n".join(result.observed.log))
-    # The same observation against the opposite expectation must fail.
-    assert differences(flipped(scenario.expect), result.observed)
+    # The same observation against the opposite expectation must fail, on its exit
+    # code and on the files it left.
+    opposite = differences(flipped(scenario.expect), result.observed)
+    assert any(line.startswith("exit code") for line in opposite), opposite
+    assert any("file(s), expected" in line for line in opposite), opposite
 
 
 @pytest.mark.parametrize(("name", "defect"), CATCHES, ids=[f"{n}-{d}" for n, d in CATCHES])
