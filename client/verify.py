@@ -46,7 +46,7 @@ def charset_problem(ds: Dataset) -> str | None:
         else [str(declared or "")]
     for elem in ds.elements():
         raw = getattr(elem, "value", None)
-        if elem.VR not in _TEXT_VRS or not isinstance(raw, bytes) or raw.isascii():
+        if not isinstance(raw, bytes) or raw.isascii() or _vr(elem) not in _TEXT_VRS:
             continue
         name = pydicom.datadict.keyword_for_tag(elem.tag) or str(elem.tag)
         if not any(terms):
@@ -56,6 +56,17 @@ def charset_problem(ds: Dataset) -> str | None:
             return (f"{name} looks like UTF-8 text but the object declares {terms[-1]} "
                     "(Latin-1)")
     return None
+
+
+def _vr(elem: object) -> str | None:
+    """An element's VR; Implicit VR files leave it to the data dictionary."""
+    vr = getattr(elem, "VR", None)
+    if vr is None:
+        try:
+            vr = pydicom.datadict.dictionary_VR(getattr(elem, "tag", 0))
+        except KeyError:
+            return None
+    return str(vr)
 
 
 def _is_utf8(raw: bytes) -> bool:

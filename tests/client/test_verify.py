@@ -6,12 +6,15 @@ The folder is one a File Daemon may still be writing to; whatever state a file i
 
 from __future__ import annotations
 
+import io
 import os
+import struct
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
+import pydicom
 import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate
@@ -26,7 +29,7 @@ from pydicom.uid import (
 )
 
 from client.manifest import Collection, Item, Manifest, Outcome, Role
-from client.verify import Folder, Found, identity_problems, reference_problems
+from client.verify import Folder, Found, charset_problem, identity_problems, reference_problems
 
 PATIENT = "PAT-001"
 STUDY = "1.2.826.0.1.3680043.8.498.7"
@@ -363,3 +366,31 @@ def test_compressed_pixel_data_must_end_with_its_delimiter(tmp_path: Path) -> No
     found, bad = Folder(tmp_path).read()
     assert found == {}
     assert bad[tmp_path / "rle.dcm"] == "compressed pixel data cut short"
+
+
+
+def _element(group: int, element: int, value: bytes) -> bytes:
+    """One Implicit VR Little Endian element, padded to an even length."""
+    if len(value) % 2:
+        value += b" "
+    return struct.pack("<HHI", group, element, len(value)) + value
+
+
+def _with_name(raw: bytes, charset: str | None) -> Dataset:
+    """A header as received: its PatientName still raw bytes, as pydicom reads it."""
+    data = (_element(0x0008, 0x0005, charset.encode()) if charset else b"") \
+        + _element(0x0010, 0x0010, raw)
+    return pydicom.filereader.read_dataset(io.BytesIO(data), is_implicit_VR=True,
+                                           is_little_endian=True)
+
+@pytest.mark.parametrize(("charset", "raw", "problem"), [
+    (None, "Müller^Jo".encode() + b" ", "declares no Specific Character Set"),
+    ("ISO_IR 100", "Müller^Jo".encode() + b" ", "looks like UTF-8"),
+    ("ISO_IR 100", "Müller^Jo".encode("latin-1"), None),  # Latin-1, as declared
+    ("ISO_IR 192", "Müller^Jo".encode() + b" ", None),
+    (None, b"Smith^Jo", None),  # plain ASCII needs no declaration
+])
+def test_charset_problem_is_judged_from_the_raw_bytes(charset: str | None, raw: bytes,
+                                                      problem: str | None) -> None:
+    found = charset_problem(_with_name(raw, charset))
+    assert (found is None) if problem is None else (problem in (found or ""))
