@@ -36,6 +36,7 @@ class Kind(IntEnum):
     INCOMPLETE = 8  # objects still missing after the retries
     VERIFY = 9  # objects arrived but are unreadable or their references do not hold
     LOCAL = 10  # this machine: receive port in use, output folder not writable, disk full
+    PROTOCOL = 11  # the server's answers make no sense: undecodable, inconsistent, endless
 
 
 class DicomError(Exception):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,6 +37,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from .association import associate
 from .errors import AssociationFailed, DicomError, Kind
+from .matches import match_problem, unique_value
 from .settings import Settings
 from .site import Model
 from .statuses import MoveResult, find_failure, move_result
@@ -62,6 +63,26 @@ StoreHandler = Callable[[Event], "int | Dataset"]
 Progress = Callable[[int, int, int], None]  # completed, failed, remaining
 _PENDING = (0xFF00, 0xFF01)
 _FIND_ATTEMPTS = 3
+_CANCEL_GRACE = 2.0  # seconds a server gets to end an operation rtmove cancelled
+Responses = Iterator[tuple[Dataset, "Dataset | None"]]
+
+
+@dataclass
+class _Stall:
+    """Pending responses that bring nothing new: a server may send them for ever, and
+    each one restarts pynetdicom's DIMSE timeout, so only this notices."""
+
+    limit: float
+    state: object = None
+    since: float = field(default_factory=time.monotonic)
+
+    def stuck(self, state: object) -> bool:
+        """Whether ``state`` has stayed the same for longer than ``limit`` seconds."""
+        now = time.monotonic()
+        if state != self.state:
+            self.state, self.since = state, now
+            return False
+        return now - self.since > self.limit
 
 
 def quiesce_reactor(assoc: Association) -> None:
@@ -102,6 +123,7 @@ class Session:
     finds: int = field(default=0, init=False)
     moves: int = field(default=0, init=False)
     _pending_seen: int = field(default=0, init=False)  # C-FIND matches that reached us
+    _message_id: int = field(default=0, init=False)
 
     def __enter__(self) -> Session:
         return self
@@ -174,17 +196,63 @@ class Session:
             return self.move(identifier, self.settings.aet, progress)
         assoc = self._association()
         self.moves += 1
-        last: Dataset | None = None
+        msg_id = self._next_message_id()
         quiesce_reactor(assoc)
-        for status, _ in assoc.send_c_get(identifier, _CONTEXTS[GET]):
+        responses = assoc.send_c_get(identifier, _CONTEXTS[GET], msg_id=msg_id)
+        return self._retrieved(assoc, responses, msg_id, GET, "C-GET", progress)
+
+    def _next_message_id(self) -> int:
+        self._message_id = self._message_id % 0xFFFF + 1
+        return self._message_id
+
+    def _retrieved(self, assoc: Association, responses: Responses, msg_id: int, model: Model,
+                   what: str, progress: Progress | None) -> MoveResult:
+        """The final result of a C-MOVE or C-GET; one whose counts stop moving while
+        pending responses keep coming is cancelled after ``timeout`` seconds."""
+        last: Dataset | None = None
+        stall = _Stall(self.settings.timeout)
+        for status, _ in responses:
             if status is None or "Status" not in status:
-                raise self._lost("C-GET")
+                raise self._lost(what)
             last = status
-            if int(status.Status) in _PENDING and progress is not None:
-                progress(*_counts(status))
+            if int(status.Status) not in _PENDING:
+                continue
+            counts = _counts(status)
+            if progress is not None:
+                progress(*counts)
+            if stall.stuck(counts):
+                s = self.settings
+                raise self._give_up(assoc, responses, msg_id, model, AssociationFailed(
+                    f"{s.peer} kept sending pending responses to the {what} without progress "
+                    f"for {s.timeout:g} s (completed {counts[0]}, failed {counts[1]}, "
+                    f"remaining {counts[2]}): rtmove cancelled it. The daemon may be stuck; "
+                    "check its log."))
         if last is None:
-            raise self._lost("C-GET")
+            raise self._lost(what)
         return move_result(last)
+
+    def _give_up(self, assoc: Association, responses: Responses, msg_id: int, model: Model,
+                 error: DicomError) -> DicomError:
+        """C-CANCEL an operation that will not end, give the server a moment to end it,
+        and abort if it does not: its association cannot carry another request."""
+        log.warning("%s", error)
+        ended = False
+        try:
+            assoc.send_c_cancel(msg_id, query_model=_CONTEXTS[model])
+            deadline = time.monotonic() + min(_CANCEL_GRACE, self.settings.timeout)
+            for status, _ in responses:
+                if status is None or "Status" not in status \
+                        or int(status.Status) not in _PENDING:
+                    ended = status is not None and "Status" in status
+                    break
+                if time.monotonic() > deadline:
+                    break
+        finally:
+            if not ended:
+                current, self._assoc = self._assoc, None
+                if current is not None and current.is_established:
+                    current.abort()
+        return error
 
     def _lost(self, what: str) -> AssociationFailed:
         assoc, self._assoc = self._assoc, None
@@ -208,49 +276,75 @@ class Session:
         """Every match of a Study Root C-FIND; a failure status raises."""
         for attempt in range(1, _FIND_ATTEMPTS + 1):
             self._pending_seen = 0
-            matches = self._find_once(identifier)
-            if self._pending_seen <= len(matches):
+            matches, received = self._find_once(identifier)
+            if self._pending_seen <= received:
                 return matches
             log.warning("C-FIND lost %d of %d matches inside pynetdicom (attempt %d); "
                         "asking again", self._pending_seen - len(matches), self._pending_seen,
                         attempt)
         raise self._lost("C-FIND (matches kept getting lost)")
 
-    def _find_once(self, identifier: Dataset) -> list[Dataset]:
+    def _find_once(self, identifier: Dataset) -> tuple[list[Dataset], int]:
+        """The distinct matches of one C-FIND, and how many pending responses came.
+
+        A match repeated (by its level's unique key) is kept once; a server that only
+        repeats itself for ``timeout`` seconds, sends more than ``max_matches``, or
+        sends a match that cannot answer the query is given up on (Kind.PROTOCOL).
+        """
         assoc = self._association()
         self.finds += 1
+        s = self.settings
         matches: list[Dataset] = []
+        seen: set[str] = set()
+        received = 0
         level = identifier.get("QueryRetrieveLevel", "?")
+        msg_id = self._next_message_id()
+        stall = _Stall(s.timeout)
         quiesce_reactor(assoc)
-        for status, ds in assoc.send_c_find(identifier, _CONTEXTS[FIND]):
+        responses = assoc.send_c_find(identifier, _CONTEXTS[FIND], msg_id=msg_id)
+        for status, ds in responses:
             if status is None or "Status" not in status:
                 raise self._lost(f"C-FIND at {level} level")
             code = int(status.Status)
-            if code in (0xFF00, 0xFF01):
-                if ds is not None:
-                    matches.append(ds)
+            if code not in _PENDING:
+                if code != 0x0000:
+                    raise find_failure(s, code, status, level)
                 continue
-            if code != 0x0000:
-                raise find_failure(self.settings, code, status, level)
+            received += 1
+            problem = "a match that cannot be decoded" if ds is None \
+                else match_problem(identifier, ds)
+            if problem is not None:
+                raise self._give_up(assoc, responses, msg_id, FIND, DicomError(
+                    f"{s.peer} answered a C-FIND at {level} level with {problem}: its "
+                    "answers cannot be trusted to choose what to move. Report it to the "
+                    "archive's vendor with rtmove's -vv log.", Kind.PROTOCOL))
+            assert ds is not None
+            key = unique_value(identifier, ds)
+            if key is None or key not in seen:
+                matches.append(ds)
+                if key is not None:
+                    seen.add(key)
+            why = (f"kept sending matches it had already sent for {s.timeout:g} s"
+                   if stall.stuck(len(matches)) else
+                   f"sent more than {s.max_matches} matches"
+                   if len(matches) > s.max_matches else None)
+            if why is not None:
+                raise self._give_up(assoc, responses, msg_id, FIND, DicomError(
+                    f"{s.peer} {why} to one C-FIND at {level} level: rtmove cancelled it. "
+                    "The daemon may be stuck; check its log.", Kind.PROTOCOL))
         log.debug("C-FIND %s %s: %d matches", level, _summary(identifier), len(matches))
-        return matches
+        return matches, received
 
     def move(self, identifier: Dataset, destination: str,
              progress: Progress | None = None) -> MoveResult:
         """One C-MOVE to ``destination``; the final status and counts, interpreted."""
         assoc = self._association()
         self.moves += 1
-        last: Dataset | None = None
+        msg_id = self._next_message_id()
         quiesce_reactor(assoc)
-        for status, _ in assoc.send_c_move(identifier, destination, _CONTEXTS[MOVE]):
-            if status is None or "Status" not in status:
-                raise self._lost(f"C-MOVE to {destination}")
-            last = status
-            if int(status.Status) in (0xFF00, 0xFF01) and progress is not None:
-                progress(*_counts(status))
-        if last is None:
-            raise self._lost(f"C-MOVE to {destination}")
-        return move_result(last)
+        responses = assoc.send_c_move(identifier, destination, _CONTEXTS[MOVE], msg_id=msg_id)
+        return self._retrieved(assoc, responses, msg_id, MOVE, f"C-MOVE to {destination}",
+                               progress)
 
 
 def _counts(status: Dataset) -> tuple[int, int, int]:

@@ -23,6 +23,7 @@ class Settings:
     retries: int = 4  # attempts after the first, for transient failures
     backoff: float = 1.0  # seconds before the first retry; doubles, capped at backoff_cap
     backoff_cap: float = 30.0
+    max_matches: int = 100_000  # one C-FIND with more matches is a server gone astray
     out: Path | None = None  # where objects moved to "self" are written
     site: Site | None = None
 

@@ -1,16 +1,27 @@
-"""TCP options pynetdicom does not set: Nagle's algorithm off on every DICOM connection.
+"""TCP behaviour pynetdicom lacks, set on every DICOM connection when it opens.
 
-A C-STORE is a command PDU then data PDUs; with Nagle on, a small object's last
-segment waits for the peer's delayed ACK (~40 ms on Linux), which made moving 20
-small slices take 1 s instead of 0.1 s. DCMTK does the same with TCP_NODELAY=1.
+* Nagle's algorithm off. A C-STORE is a command PDU then data PDUs; with Nagle on, a
+  small object's last segment waits for the peer's delayed ACK (~40 ms on Linux),
+  which made moving 20 small slices take 1 s instead of 0.1 s. DCMTK does the same
+  with TCP_NODELAY=1.
+* Reads bounded in time. pynetdicom's DUL thread reads a PDU with blocking calls
+  until it is whole, and an abort (its own on an ACSE or DIMSE timeout included)
+  waits for that thread: a peer trickling a PDU a few bytes a second (a slow loris)
+  held a timed-out association, and whoever waited on it, until the PDU ended, for
+  ever if it never does. Here each read must be done within the network timeout; if
+  not, pynetdicom sees the connection as closed (Evt17) and the association ends.
 """
 
 from __future__ import annotations
 
 import socket
+import time
+from typing import Any
 
 from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
+
+_CHUNK = 65536  # bytes per socket read (pynetdicom reads 4 KB at a time)
 
 
 def disable_nagle(event: Event) -> None:
@@ -21,4 +32,37 @@ def disable_nagle(event: Event) -> None:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-NO_DELAY: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, disable_nagle)]
+def bound_reads(event: Event) -> None:
+    """EVT_CONN_OPEN handler: each read the DUL makes (a PDU header, then its body)
+    must end within the association's network timeout, however the bytes trickle."""
+    transport = event.assoc.dul.socket
+    limit = event.assoc.network_timeout
+    sock = getattr(transport, "socket", None)
+    if limit is None or not isinstance(sock, socket.socket):
+        return
+
+    def recv(nr_bytes: int) -> bytearray:
+        # pynetdicom's contract: up to nr_bytes, fewer only when the peer closed.
+        data = bytearray()
+        deadline = time.monotonic() + limit
+        previous = sock.gettimeout()
+        try:
+            while len(data) < nr_bytes:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"a PDU read took over {limit:g} s (network timeout)")
+                sock.settimeout(left)
+                chunk = sock.recv(min(nr_bytes - len(data), _CHUNK))
+                if not chunk:
+                    break
+                data += chunk
+        finally:
+            sock.settimeout(previous)
+        return data
+
+    cast_transport: Any = transport
+    cast_transport.recv = recv
+
+
+NO_DELAY: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, disable_nagle),
+                                    (evt.EVT_CONN_OPEN, bound_reads)]

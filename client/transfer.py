@@ -52,6 +52,7 @@ class Transfer:
     sleep: Callable[[float], None] = time.sleep
     done: dict[tuple[str, str, tuple[str, ...]], Item] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # wrong, but the files say all is well
     found: dict[str, Found] = field(default_factory=dict)
     delivered: int = 0  # objects the destination took in this run
     uid_lists: bool = True  # whether the server takes a list of SOP Instance UIDs in a move
@@ -98,6 +99,7 @@ class Transfer:
         # ``known``: exactly which instances are missing, when we can tell (None: unknown).
         known = (expected - self._arrived(expected, patient_id, item, settle=False)
                  if watch else None)
+        before = set(self.found)
         missing = known if known is not None else expected
         attempts = aborts = sent = asked = 0
         error: DicomError | None = None
@@ -120,6 +122,7 @@ class Transfer:
                     raise
                 error, aborts = exc, aborts + isinstance(exc, AssociationFailed)
             if result is not None:
+                self._check_counts(item, result, asked)
                 sent = max(sent, result.sent)
                 self.delivered += result.sent
                 refused += bool(result.failed)
@@ -143,6 +146,7 @@ class Transfer:
                     log.warning("%s reported success for series %s but sent %d of %d",
                                 s.aec, item.series_uid, result.sent, asked)
         self.progress.finish(item)
+        strays = self._strays(item, expected, before) if watch else []
         if not missing:
             return replace(item, outcome=Outcome.ARRIVED if watch else Outcome.MOVED,
                            missing=())
@@ -158,6 +162,10 @@ class Transfer:
                     f"{item.modality or 'object'}: it most likely does not accept its SOP "
                     f"class {item.sop_class_uid or '(unknown)'}; configure {self.destination} "
                     f"to accept it. {s.aec} said: {error}")
+        elif strays:
+            note = (f"{s.aec} sent {len(strays)} object(s) of this series with SOP Instance "
+                    f"UIDs that were not asked for (e.g. {strays[0]}) instead of these: it "
+                    "mixes up its objects' UIDs. Report it to the archive's vendor.")
         else:
             note = str(error) if error is not None else (
                 _refusal_note(s.aec, item, refused) if refused == attempts
@@ -166,6 +174,31 @@ class Transfer:
         return replace(item, outcome=Outcome.FAILED if nothing else Outcome.INCOMPLETE,
                        missing=tuple(sorted(missing)) if known is not None else (),
                        note=note)
+
+    def _check_counts(self, item: Item, result: MoveResult, asked: int) -> None:
+        """Counts adding up to more than was asked for cannot be believed (nor, then,
+        a success they report): say so, so only the files decide."""
+        reported = result.completed + result.failed + result.warning
+        if result.counted and reported > asked:
+            problem = (f"{self.settings.aec} reported {reported} sub-operations for the "
+                       f"{asked} object(s) of series {item.series_uid} it was asked to move: "
+                       "its counts are wrong, so rtmove cannot rely on them")
+            # Where the files can be seen they decide, and this is only a warning.
+            into = self.warnings if self.folder is not None else self.problems
+            if problem not in into:
+                into.append(problem)
+
+    def _strays(self, item: Item, expected: set[str], before: set[str]) -> list[str]:
+        """Objects of this series that arrived during its moves but were not asked for."""
+        strays = sorted(u for u, f in self.found.items()
+                        if u not in expected and u not in before
+                        and f.series_uid == item.series_uid)
+        if strays:
+            problem = (f"{self.settings.aec} sent {len(strays)} object(s) of series "
+                       f"{item.series_uid} that were not asked for (e.g. {strays[0]})")
+            if problem not in self.problems:
+                self.problems.append(problem)
+        return strays
 
     def _instances(self, item: Item) -> tuple[str, ...]:
         ds = Dataset()

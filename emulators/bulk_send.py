@@ -122,8 +122,11 @@ def send_msg(assoc: Association, primitive: Any, context_id: int) -> None:
     (pydicom's encoding was the largest cost of each response).
     """
     key = _find_pending_key(primitive)
-    commands: dict[tuple[object, ...], bytes] = cast(Any, assoc).__dict__.setdefault(
-        "_dbdsim_find_commands", {})
+    state = cast(Any, assoc).__dict__
+    commands: dict[tuple[object, ...], bytes] = state.setdefault("_dbdsim_find_commands", {})
+    rewrite: Callable[[bytes], bytes] | None = state.get("_dbdsim_rewrite")
+    if rewrite is not None and isinstance(primitive, C_FIND) and primitive.Identifier:
+        primitive.Identifier = BytesIO(rewrite(primitive.Identifier.getvalue()))
     if key is not None and key in commands:
         identifier = cast(BytesIO, primitive.Identifier).getvalue()
         _queue(assoc, frame(context_id, commands[key], identifier,
@@ -141,6 +144,13 @@ def send_msg(assoc: Association, primitive: Any, context_id: int) -> None:
         commands[key] = cast(bytes, encode(message.command_set, True, True))
     fragments = message.encode_msg(context_id, assoc.dimse.maximum_pdu_size)
     _queue(assoc, b"".join(P_DATA_TF(fragment).encode() for fragment in fragments))
+
+
+def rewrite_identifiers(assoc: Association, rewrite: Callable[[bytes], bytes] | None,
+                        ) -> None:
+    """Pass the identifier of each C-FIND response sent on ``assoc`` through ``rewrite``
+    (None: stop): a fault that corrupts matches on the wire, after pydicom encoded them."""
+    cast(Any, assoc).__dict__["_dbdsim_rewrite"] = rewrite
 
 
 def speed_up(assoc: Association) -> None:

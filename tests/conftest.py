@@ -46,3 +46,24 @@ def _require_tool_fixture() -> Callable[[str], str]:
 @pytest.fixture(name="write_recipe", scope="session")
 def _write_recipe_fixture() -> Callable[[PatientRecipe, Path], list[Path]]:
     return write_recipe
+
+
+# --- long mode -------------------------------------------------------------------------
+# Hardening tests (fuzzing, SIGKILL, soak) run a short version in CI and the figures the
+# issue asks for with `pytest --long` (or DBDSIM_LONG=1): 10,000 fuzz cases, 50 kills,
+# 2,000 soak associations.
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--long", action="store_true", default=False,
+                     help="run hardening tests at full length (fuzz cases, kills, soak)")
+
+
+def is_long(config: pytest.Config) -> bool:
+    """True under ``--long`` or ``DBDSIM_LONG=1``."""
+    return bool(config.getoption("--long")) or os.environ.get("DBDSIM_LONG") == "1"
+
+
+@pytest.fixture(name="long_mode", scope="session")
+def _long_mode_fixture(request: pytest.FixtureRequest) -> bool:
+    return is_long(request.config)

@@ -3,9 +3,10 @@ plus a Storage SCP that imports into it, behind the real daemon's trust rules.""
 
 from __future__ import annotations
 
+import functools
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from io import BytesIO
 from pathlib import Path
 from typing import cast
@@ -22,11 +23,12 @@ from client.site import DEFAULT_CHARSET, Model, Site, TrustedAE
 from client.statuses import failure_status as failure
 from client.verify import pixel_problem
 
+from .. import bulk_send
 from ..archive import Archive, ArchiveError
 from ..archive.from_dataset import NotIndexable, dataset_rows, text_value
 from ..bulk_send import Encoded
 from ..faults.data import DataInjector
-from ..faults.dimse import FindInjector, MoveInjector
+from ..faults.dimse import FindInjector, MoveInjector, garbled, other_keys
 from ..faults.model import DBDaemonFaults
 from ..files import Received, archive_path, part10_body, write_part10, write_received
 from ..service import Daemon, calling_ae, store_request
@@ -130,8 +132,8 @@ class DBDaemon(Daemon):
             return
         injected = self.find_faults.before(level, self.stopping,
                                            lambda: not event.assoc.is_established)
-        if injected is not None:
-            yield failure(*injected), None
+        if injected is not None and injected.status is not None:
+            yield failure(injected.status, injected.comment), None
             return
         try:
             results = find(self.archive.index, identifier, _root(model), strict=self.strict,
@@ -144,6 +146,28 @@ class DBDaemon(Daemon):
             yield self._undecodable(calling, exc), None
             return
         charset = self._export_charset(calling)
+        if injected is None:
+            yield from self._matches(event, calling, level, results, charset)
+            return
+        if injected.garble:
+            ts = event.context.transfer_syntax
+            bulk_send.rewrite_identifiers(
+                event.assoc, functools.partial(garbled, implicit_vr=ts.is_implicit_VR))
+        try:
+            matches = list(self._matches(event, calling, level, results, charset,
+                                         identifier if injected.wrong_match else None))
+            yield from matches
+            while injected.endless and matches and matches[-1][1] is not None:
+                yield from self._again(event, [m for m in matches if m[1] is not None])
+                if event.is_cancelled or self.stopping.is_set() \
+                        or not event.assoc.is_established:
+                    return
+        finally:
+            bulk_send.rewrite_identifiers(event.assoc, None)
+
+    def _matches(self, event: Event, calling: str, level: str, results: Iterable[Dataset],
+                 charset: str, wrong_for: Dataset | None = None,
+                 ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
         count = 0
         for ds in results:
             if event.is_cancelled:
@@ -151,10 +175,25 @@ class DBDaemon(Daemon):
                 yield CANCELLED, None
                 return
             ds.SpecificCharacterSet = charset
+            if wrong_for is not None:
+                other_keys(ds, wrong_for)
             count += 1
             yield PENDING, ds
-        self.log.info("C-FIND from %r at %s: %d matches", calling,
-                      identifier.get("QueryRetrieveLevel", "?"), count)
+        self.log.info("C-FIND from %r at %s: %d matches", calling, level or "?", count)
+
+    def _again(self, event: Event, matches: list[tuple[int | Dataset, Dataset | None]],
+               ) -> Iterator[tuple[int | Dataset, Dataset | None]]:
+        """The endless fault: the same matches once more, unless the requester cancels,
+        goes away, or the daemon stops."""
+        for match in matches:
+            self.stopping.wait(0.01)
+            if event.is_cancelled:
+                self.log.info("C-FIND endless fault: cancelled")
+                yield CANCELLED, None
+                return
+            if self.stopping.is_set() or not event.assoc.is_established:
+                return
+            yield match
 
     # -- C-MOVE and C-GET (served by move.serve_retrieve through MovingAE) -------------
     def plan_move(self, calling: str, destination: str, sop_class: str,

@@ -33,7 +33,7 @@ from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 from client.tcp import NO_DELAY
 
 from .. import bulk_send
-from ..faults.dimse import MoveFaultPlan
+from ..faults.dimse import MoveFaultPlan, other_uid
 from ..faults.injector import hold
 
 LOG = logging.getLogger("dbdsim.db_daemon")
@@ -128,6 +128,7 @@ class _Responder:
         self.service, self.req = service, req
         self.cx_id = cast(int, context.context_id)
         self.ts = context.transfer_syntax[0]
+        self.inflate = 0  # the inflate_counts fault: added to every completed count
 
     def send(self, status: int, counts: _Counts | None = None, comment: str | None = None,
              final: bool = True) -> None:
@@ -140,7 +141,7 @@ class _Responder:
         if counts is not None:
             if not final or status == CANCELLED:
                 rsp.NumberOfRemainingSuboperations = counts.remaining
-            rsp.NumberOfCompletedSuboperations = counts.completed
+            rsp.NumberOfCompletedSuboperations = counts.completed + self.inflate
             rsp.NumberOfFailedSuboperations = counts.failed
             rsp.NumberOfWarningSuboperations = counts.warning
             if final and counts.failed_uids:
@@ -186,6 +187,7 @@ def serve_retrieve(service: ServiceClass, req: Retrieve, context: PresentationCo
         out.send(UNABLE_TO_PROCESS, _Counts(0), f"cannot process the identifier: {exc}")
         return
     faults = plan.faults or MoveFaultPlan()
+    out.inflate = faults.inflate_counts
     if faults.status is not None:
         out.send(faults.status, _Counts(0), faults.comment or "fault injected by dbdsim")
         return
@@ -229,7 +231,27 @@ def _finish(service: ServiceClass, out: _Responder, plan: MovePlan,
         LOG.warning("fault: final response dropped; holding the association")
         hold(plan.stopping, lambda: not service.assoc.is_established, None)
         return
+    if plan.faults is not None and plan.faults.endless_pending:
+        _pending_for_ever(service, out, plan, final[1])
+        return
     out.send(*final)
+
+
+def _pending_for_ever(service: ServiceClass, out: _Responder, plan: MovePlan,
+                      counts: _Counts) -> None:
+    """The endless_pending fault: the same pending response each 0.2 s instead of the
+    final one, until the requester cancels (unless that is ignored too) or goes away."""
+    LOG.warning("fault: pending responses for ever instead of the final response")
+    ignored = False
+    while not plan.stopping.wait(0.2) and service.assoc.is_established:
+        if service.is_cancelled(cast(int, out.req.MessageID)):
+            if not plan.faults or not plan.faults.ignore_cancel:
+                out.send(CANCELLED, counts)
+                return
+            if not ignored:
+                LOG.warning("fault: C-CANCEL from the requester ignored")
+                ignored = True
+        out.send(PENDING, counts, final=False)
 
 
 def _run_suboperations(service: ServiceClass, req: Retrieve, out: _Responder, plan: MovePlan,
@@ -294,6 +316,10 @@ def _suboperations(service: ServiceClass, req: Retrieve, out: _Responder, plan: 
 def _produce(plan: MovePlan, op: SubOperation, moving: bool) -> Dataset | bulk_send.Encoded:
     """What a sub-operation sends: the stored bytes as they are (a C-MOVE's, when
     possible), else the data set; MoveRefused fails the sub-operation."""
+    if plan.faults is not None and plan.faults.wrong_instance:
+        ds = plan.dataset(op)
+        ds.SOPInstanceUID = other_uid(op.sop_uid)
+        return ds
     if moving:
         encoded = plan.encoded(op)
         if encoded is not None:

@@ -72,6 +72,9 @@ class FindFaults:
     delay: float = 0.0  # seconds before the first response
     drop: bool = False  # never answer: the requester's DIMSE timeout must fire
     level: str = ""  # only queries at this Query/Retrieve Level (empty: every level)
+    garble: bool = False  # each match's identifier is bytes no decoder makes sense of
+    wrong_match: bool = False  # each match names other keys (IDs, UIDs) than the query's
+    endless: bool = False  # the matches are sent again and again, never a final response
     times: int = 0  # only the first N matching queries (0: every one)
 
     def __post_init__(self) -> None:
@@ -96,12 +99,15 @@ class MoveFaults:
     seed: int = 0
     abort_after: int | None = None  # A-ABORT the requester after N sub-operations
     ignore_cancel: bool = False  # keep sending after a C-CANCEL
+    endless_pending: bool = False  # after the sub-operations, pending responses for ever
+    inflate_counts: int = 0  # add this to every Number of Completed Sub-operations
+    wrong_instance: bool = False  # each object is sent under a SOP Instance UID not asked for
     modalities: tuple[str, ...] = ()  # only moves touching these modalities (empty: all)
     times: int = 0  # only the first N matching moves (0: every one)
 
     def __post_init__(self) -> None:
         _status(self, "status")
-        _non_negative(self, "delay", "seed", "times")
+        _non_negative(self, "delay", "seed", "times", "inflate_counts")
         _positive(self, "abort_after")
         if not 0.0 <= self.fail_fraction <= 1.0:
             raise FaultError(f"fail_fraction {self.fail_fraction} is not between 0 and 1")

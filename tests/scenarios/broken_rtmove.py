@@ -16,6 +16,7 @@ import client.collect as collect
 import client.commands.check_site as check_site_command
 import client.commands.common as common
 import client.errors as errors
+import client.session as session
 import client.transfer as transfer
 import client.verify as verify
 from client.check_site import Check
@@ -119,6 +120,21 @@ def _no_live_checks() -> None:
     check_site_command.live_checks = lambda *a, **k: []
 
 
+def _no_match_check() -> None:
+    """C-FIND matches are used as they come, even undecodable or for other keys."""
+    session.match_problem = lambda *_: None
+
+
+def _no_stall_watch() -> None:
+    """Pending responses are waited through however long they bring nothing new."""
+    session._Stall.stuck = lambda self, state: False  # type: ignore[method-assign]
+
+
+def _believe_counts() -> None:
+    """Sub-operation counts are believed even when they add up to more than was asked."""
+    transfer.Transfer._check_counts = lambda *_: None  # type: ignore[method-assign]
+
+
 BREAKS: dict[str, Callable[[], None]] = {
     "no-retry": _no_retry,
     "no-timeout": _no_timeout,
@@ -130,6 +146,9 @@ BREAKS: dict[str, Callable[[], None]] = {
     "no-warnings": _no_warnings,
     "blind-check-site": _blind_check_site,
     "no-live-checks": _no_live_checks,
+    "no-match-check": _no_match_check,
+    "no-stall-watch": _no_stall_watch,
+    "believe-counts": _believe_counts,
 }
 
 if __name__ == "__main__":
