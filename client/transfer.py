@@ -227,8 +227,10 @@ class Transfer:
             for start in range(0, len(uids), UID_LIST_CHUNK):
                 chunk = uids[start:start + UID_LIST_CHUNK]
                 r = self._retrieve(_identifier(item, chunk), progress)
-                if move_failure(self.settings, self.destination, r) is not None \
-                        and not r.sent:
+                refusal = move_failure(self.settings, self.destination, r)
+                # A transient failure (the destination unreachable, 0xA702) says nothing
+                # about lists: taking it for a refusal cost one move per instance.
+                if refusal is not None and not refusal.transient and not r.sent:
                     log.info("%s refused a move naming %d instances (0x%04X): moving them "
                              "one by one", self.settings.aec, len(chunk), r.status)
                     self.uid_lists = False
@@ -256,7 +258,8 @@ def _refusal_note(aec: str, item: Item, attempts: int) -> str:
     known = (" Real DB Daemons refuse to export an RT Plan with an empty Beam Sequence this "
              "way." if item.modality == "RTPLAN" else "")
     return (f"{aec} reported its C-STORE sub-operation(s) failed on all {attempts} attempt(s): "
-            f"the archive will not export this object.{known} Check the daemon's log for it.")
+            f"the archive will not export this object, or the destination would not store "
+            f"it.{known} Check the daemon's log, and the destination's, for it.")
 
 
 def _sum(results: list[MoveResult]) -> MoveResult:

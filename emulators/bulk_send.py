@@ -119,8 +119,14 @@ def send_msg(assoc: Association, primitive: Any, context_id: int) -> None:
     sends 240 PDUs, each of which crossed the DUL's queue and loop on its own.
 
     The pending responses of one C-FIND share one command set: it is encoded once
-    (pydicom's encoding was the largest cost of each response).
+    (pydicom's encoding was the largest cost of each response). Each response counts as
+    activity for the network timeout, as the peer's own PDUs do.
     """
+    if primitive.MessageIDBeingRespondedTo is not None:
+        # pynetdicom's network timeout counts only what the peer sends, and a peer waiting
+        # for a long retrieve or query sends nothing: a move lasting longer than the
+        # timeout ended with the daemon aborting the association the peer then released.
+        assoc.dul._idle_timer.restart()
     key = _find_pending_key(primitive)
     state = cast(Any, assoc).__dict__
     commands: dict[tuple[object, ...], bytes] = state.setdefault("_dbdsim_find_commands", {})
@@ -179,6 +185,17 @@ def sending(assoc: Association) -> Iterator[None]:
     finally:
         dul._run_loop_delay = delay
         assoc._reactor_checkpoint.set()
+
+
+def gone(assoc: Association) -> bool:
+    """Whether ``assoc`` has ended, as far as its DUL knows.
+
+    Within :func:`sending` the association's reactor is held, and it is that reactor
+    which would notice a peer's A-ABORT or a closed connection and mark the association
+    ended: until then ``is_established`` stays True, and each further C-STORE to a
+    destination killed mid-move waited the whole DIMSE timeout (60 s) for its response.
+    """
+    return not assoc.is_established or bool(assoc.acse.is_aborted())
 
 
 @dataclass(frozen=True)

@@ -150,7 +150,7 @@ class _Responder:
                 encoded = encode(identifier, self.ts.is_implicit_VR, self.ts.is_little_endian,
                                  self.ts.is_deflated)
                 rsp.Identifier = BytesIO(cast(bytes, encoded))
-        self.service.dimse.send_msg(rsp, self.cx_id)
+        self.service.dimse.send_msg(rsp, self.cx_id)  # bulk_send.send_msg: see its idle rule
 
     def identifier(self) -> Dataset:
         return decode(cast(BytesIO, self.req.Identifier), self.ts.is_implicit_VR,
@@ -294,7 +294,7 @@ def _suboperations(service: ServiceClass, req: Retrieve, out: _Responder, plan: 
                         index)
             service.assoc.abort()
             return None
-        if not store.is_established:
+        if bulk_send.gone(store):
             counts.fail(op.sop_uid)
         elif index in faults.failing:
             LOG.warning("fault: sub-operation %d for %s fails", index + 1, op.sop_uid)
