@@ -461,6 +461,42 @@ def _check_models(site: Site) -> Check:
     return _pass(name, f"{db.ae_title} serves {served}")
 
 
+def _exposure(name: str, key: str, bind: str, permit_trusted_only: bool) -> str | None:
+    """What listening on ``bind`` exposes, or None for loopback only (this machine)."""
+    if _is_wildcard(bind):
+        where = f"every interface ({key} {bind or 'empty'})"
+    else:
+        try:
+            if ipaddress.ip_address(bind.split("%", 1)[0]).is_loopback:
+                return None
+        except ValueError:
+            pass  # a name (a site built in code): whatever it resolves to
+        where = f"{bind} ({key}), which other machines can reach"
+    guard = ("only its trusted list keeps other callers out" if permit_trusted_only
+             else "and permit_trusted_only is off: it accepts ANY AE title from ANY host")
+    return f"{name} listens on {where}: {guard}"
+
+
+def _check_listen_exposure(site: Site) -> Check:
+    """The site model allows a daemon on every interface (the real ones serve a network);
+    this says so loudly, as ``dbdsim serve`` does, rather than forbidding it."""
+    name = "listen-exposure"
+    db, fd = site.db_daemon, site.file_daemon
+    notes = [note for note in (
+        _exposure(f"the DB Daemon {db.ae_title}", "db_daemon.bind", db.bind,
+                  db.permit_trusted_only),
+        _exposure(f"the File Daemon {fd.ae_title}", "file_daemon.bind", fd.bind,
+                  fd.permit_trusted_only)) if note is not None]
+    receiver = (f"rtmove's own Storage SCP (client.port {site.client.port}) listens on every "
+                "interface while it receives headers or a --dest self move, and stores what "
+                f"any caller sends to {site.client.ae_title}")
+    if notes:
+        # A note, not a failure: the model allows it on purpose, the engineer must know.
+        return _pass(name, "WARNING: " + "; ".join(notes) + f". Also, {receiver}")
+    return _pass(name, f"both daemons listen on loopback only ({db.bind}, {fd.bind}): no "
+                       f"other machine can reach them. Note: {receiver}")
+
+
 def static_checks(site: Site, *, resolve: Resolver = resolve_host) -> list[Check]:
     """Every rule the site's daemons will apply, checked from the site alone (no network
     but name resolution); ``resolve`` is replaceable so tests need no DNS."""
@@ -478,6 +514,7 @@ def static_checks(site: Site, *, resolve: Resolver = resolve_host) -> list[Check
         _check_privileged_ports(site),
         _check_charsets_known(site),
         _check_non_ascii_names(site),
+        _check_listen_exposure(site),
     ]
 
 

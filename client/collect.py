@@ -5,6 +5,7 @@ This is the public Python API behind ``rtmove collect`` and ``rtmove move``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -15,14 +16,15 @@ from pathlib import Path
 from typing import TypeVar
 
 from .archive_view import Headers, PatientArchive
-from .errors import DicomError, Kind
+from .errors import DicomError, Kind, LocalError
+from .files import full_disk, size_text
 from .manifest import Manifest, Outcome
 from .receiver import Receiver
 from .resolve import PlanChoice, Resolver
 from .session import Session
 from .settings import Settings
 from .transfer import ProgressSink, Transfer
-from .verify import Folder, charset_warnings, reference_problems
+from .verify import Folder, Found, charset_warnings, reference_problems
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -129,10 +131,45 @@ def _move(session: Session, settings: Settings, manifest: Manifest, verify_dir: 
     except DicomError as exc:
         return RunResult(manifest.with_outcomes(transfer.done), list(transfer.problems), exc)
     problems = list(transfer.problems)
-    warnings: list[str] = []
+    warnings = list(transfer.warnings)
     if watch is not None:
         problems += reference_problems(moved, transfer.found)
-        warnings = charset_warnings(moved, transfer.found)
+        warnings += charset_warnings(moved, transfer.found)
     extra = {**moved.extra, "move_seconds": round(time.monotonic() - started, 3),
              "moves": session.moves - moves_before}
-    return RunResult(replace(moved, extra=extra), problems, warnings=warnings)
+    moved, full = _full_disk(settings, replace(moved, extra=extra), watch, transfer.found)
+    return RunResult(moved, problems, full, warnings=warnings)
+
+
+def _full_disk(settings: Settings, moved: Manifest, watch: Path | None,
+               found: dict[str, Found]) -> tuple[Manifest, DicomError | None]:
+    """Objects missing while the disk they go to is full: that is the likely cause, though
+    the archive's statuses cannot say so (the destination's 0xA700 reaches the archive,
+    which reports only failed sub-operations); each such object's note says so too."""
+    failed = [i for i in moved.items() if i.outcome in (Outcome.FAILED, Outcome.INCOMPLETE)]
+    missing = sum(len(i.missing) or len(i.sop_uids) for i in failed)
+    if watch is None or not missing:
+        return moved, None
+    sizes = []
+    for f in found.values():
+        with contextlib.suppress(OSError):
+            sizes.append(f.path.stat().st_size)
+    full = full_disk(watch, missing * max(sizes, default=0))
+    if full is None:
+        return moved, None
+    space = f"{size_text(full[0])} free of {size_text(full[1])}"
+    dest = "this client" if settings.to_self else settings.dest
+    moved = moved.with_outcomes({i.key: replace(i, note=(
+        f"{dest}'s disk is full ({space}), the likely cause. {i.note}").strip()) for i in failed})
+    again = "then run the same command again: what already arrived is not moved again."
+    if settings.to_self:
+        return moved, LocalError(
+            f"The disk holding {watch} is full ({space}): rtmove could not write {missing} "
+            f"object(s) there. Free space on it, or choose an --out folder on a bigger disk, "
+            f"{again}")
+    return moved, DicomError(
+        f"{missing} object(s) did not arrive: the disk holding {watch}, {dest}'s folder, is "
+        f"full ({space}), so {dest} could not write them (a File Daemon answers 0xA700, out "
+        f"of resources; {settings.aec} passes on only that sub-operations failed). Free space "
+        f"on that disk, or point {dest}'s output folder at a bigger one, {again}",
+        Kind.INCOMPLETE)

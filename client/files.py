@@ -9,10 +9,14 @@ share a folder (which would silently mix two patients' data).
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import logging
 import os
 import re
 import secrets
+import shutil
+import stat
 import unicodedata
 from collections.abc import Callable
 from enum import StrEnum
@@ -24,6 +28,13 @@ from pydicom.uid import UID
 from pynetdicom.dsutils import encode_file_meta
 
 from .uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
+
+try:  # POSIX: a writer holds a lock on its temporary file, so a cleaner can tell it is live
+    import fcntl
+except ImportError:  # Windows: an open file cannot be removed, which protects it as well
+    fcntl = None  # type: ignore[assignment]
+
+log = logging.getLogger(__name__)
 
 # Windows refuses these as file or folder names, with or without an extension
 # (the superscript digits are reserved too).
@@ -39,6 +50,10 @@ _HASH_CHARS = 12
 _MANGLED_RE = re.compile(rf"_[0-9a-f]{{{_HASH_CHARS}}}$")
 # Temporary files of atomic writes: hidden, and never named like a DICOM file.
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+_TEMP_TOKEN_BYTES = 6
+# Exactly the names write_atomic gives: ".<final name>.<12 hex digits>.tmp".
+_TEMP_RE = re.compile(rf"^{re.escape(TEMP_PREFIX)}.+\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}"
+                      rf"{re.escape(TEMP_SUFFIX)}$")
 _PREAMBLE = b"\x00" * 128 + b"DICM"
 # Keeps `<name>_<hash>` well under the 255-byte limit of common file systems.
 _MAX_NAME_BYTES = 120
@@ -90,21 +105,67 @@ def archive_path(out: Path, patient_id: str, modality: str, sop_uid: str) -> Pat
     return out / safe_name(patient_id) / f"{safe_name(modality)}.{safe_name(sop_uid)}.dcm"
 
 
+class UnsafePathError(OSError):
+    """A write that would leave its output folder (through a symbolic link or ``..``)."""
+
+
+# Windows junctions and other reparse points redirect a folder as a symbolic link does.
+_REPARSE_POINT = getattr(stat, "FILE_ATTRIBUTE_REPARSE_POINT", 0x400)
+
+
+def check_inside(root: Path, path: Path) -> None:
+    """Raise :class:`UnsafePathError` unless writing ``path`` stays inside ``root``.
+
+    ``root`` itself may be a link (a site may keep its output folder on another disk);
+    below it, nothing on the way to ``path``, ``path`` included, may be a symbolic link
+    or junction. Such a link was put there by someone who can write to the output
+    folder: following it would write wherever it points, and deleting it could destroy
+    a site's own arrangement, so the write is refused, for a person to look at. (A
+    local attacker racing this check against the write is out of scope: they can write
+    to the output folder anyway.)
+    """
+    try:
+        parts = path.relative_to(root).parts
+    except ValueError:
+        raise UnsafePathError(errno.EXDEV, f"{path} is not inside the output folder "
+                                           f"{root}") from None
+    if not parts or any(part in (".", "..") for part in parts):
+        raise UnsafePathError(errno.EINVAL, f"{path} does not name a file inside the output "
+                                            f"folder {root}")
+    current = root
+    for part in parts:
+        current = current / part
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            return  # the rest is created by the write, as real folders
+        if stat.S_ISLNK(info.st_mode) \
+                or getattr(info, "st_file_attributes", 0) & _REPARSE_POINT:
+            raise UnsafePathError(errno.ELOOP, f"symbolic link in the output folder: {current} "
+                                               f"-> {os.readlink(current)}; nothing is written "
+                                               "through a link there: remove it, or move the "
+                                               "data it points to into the folder")
+
+
 def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     """Create or replace ``path`` so that readers see the old file or the whole new one.
 
     Readers (and a File Daemon's peers polling the folder) must never see a
     half-written file, so the bytes go to a temporary file in the same folder,
     are fsynced, and then atomically renamed over ``path``; a crash leaves at
-    most a hidden ``.*.tmp`` file. Missing folders are created.
+    most a hidden ``.*.tmp`` file, which :func:`remove_stale_temp_files` removes at the
+    writer's next start. Missing folders are created.
     """
     folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}{TEMP_SUFFIX}"
+    tmp = folder / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
     # os.open with 0o666 honours the umask, unlike mkstemp's private 0o600.
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, 0o666)
     try:
+        if fcntl is not None:  # released when the file closes or the process dies
+            with contextlib.suppress(OSError):  # best effort: not every file system locks
+                fcntl.flock(fd, fcntl.LOCK_EX)
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
@@ -117,6 +178,106 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
     _fsync_folder(folder)
 
 
+def move_atomic(source: Path, target: Path) -> None:
+    """Move a file so that ``target`` is the old file or the whole new one, never a part:
+    a rename on one disk; across disks (the system's temporary folder is often another),
+    a copy by :func:`write_atomic`, then the source removed. A plain copy would leave a
+    cut file under its final name when the disk fills up."""
+    try:
+        os.replace(source, target)
+        return
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+    with source.open("rb") as fh:
+        write_atomic(target, lambda out: shutil.copyfileobj(fh, out))
+    source.unlink()
+
+
+def is_temp_name(name: str) -> bool:
+    """Whether ``name`` is one :func:`write_atomic` gives its temporary files."""
+    return _TEMP_RE.match(name) is not None
+
+
+def remove_stale_temp_files(root: Path, logger: logging.Logger | None = None) -> list[Path]:
+    """Remove the temporary files that writers killed mid-write (SIGKILL, power loss)
+    left under ``root``, so that the folder holds whole files only; return them.
+
+    Called when a writer starts on its output folder (the File Daemon, rtmove's receiver).
+    Only files named as :func:`write_atomic` names them are touched, and none that a live
+    writer still holds (its lock, on POSIX): another process may share the folder.
+    Symbolic links are neither followed nor removed. Each removal is logged at INFO.
+    """
+    logger = logger or log
+    removed: list[Path] = []
+    for folder, _dirs, names in os.walk(root):
+        for name in names:
+            if not is_temp_name(name):
+                continue
+            path = Path(folder) / name
+            try:
+                if path.is_symlink() or not path.is_file() or _in_use(path):
+                    continue
+                size = path.stat().st_size
+                path.unlink()
+            except OSError as exc:  # gone meanwhile, or not ours to remove
+                logger.debug("left %s in place: %s", path, exc.strerror or exc)
+                continue
+            logger.info("removed %s (%d bytes): the unfinished write of a process that "
+                        "stopped before renaming it", path, size)
+            removed.append(path)
+    return removed
+
+
+def _in_use(path: Path) -> bool:
+    """Whether a live writer holds ``path``'s lock (never true without ``fcntl``).
+
+    A shared lock: it conflicts with the writer's exclusive one and, unlike an exclusive
+    one, needs no write access where flock is emulated by fcntl locks (NFS)."""
+    if fcntl is None:
+        return False
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+# Below this much free space, writes that failed were most likely refused for want of it.
+LOW_SPACE = 64 * 1024 * 1024
+
+
+def full_disk(folder: Path, need: int = 0) -> tuple[int, int] | None:
+    """``(free, total)`` bytes of the disk holding ``folder`` when it is (nearly) full: less
+    free than ``need`` or than :data:`LOW_SPACE`; None when there is room or no telling.
+
+    A C-MOVE's failed sub-operations do not say why they failed (the destination's
+    0xA700 stays between the archive and the destination), so where the destination's
+    folder can be seen, its free space is the evidence.
+    """
+    where = folder
+    while not where.exists() and where != where.parent:
+        where = where.parent  # nothing arrived yet: the disk is the nearest existing folder's
+    try:
+        usage = shutil.disk_usage(where)
+    except OSError:
+        return None
+    return (usage.free, usage.total) if usage.free < max(need, LOW_SPACE) else None
+
+
+def size_text(size: int) -> str:
+    """``1.4 MB``: a size as a site engineer reads it (decimal units, as ``df -H``)."""
+    value = float(size)
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if value < 1000 or unit == "GB":
+            return f"{size} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
+        value /= 1000
+    raise AssertionError("unreachable")
+
+
 class Received(StrEnum):
     """What became of a received object."""
 
@@ -126,12 +287,15 @@ class Received(StrEnum):
 
 
 def write_received(path: Path, body: bytes, sop_class: str, sop_uid: str,
-                   transfer_syntax: str, source_ae: str) -> Received:
+                   transfer_syntax: str, source_ae: str, root: Path | None = None) -> Received:
     """Store a received dataset as Part 10, its bytes and transfer syntax untouched.
 
     The daemons never re-encode what they receive: the file is what the sender
     sent, behind a File Meta header naming this implementation and the sender.
+    With ``root`` (the output folder), :func:`check_inside` must pass first.
     """
+    if root is not None:
+        check_inside(root, path)
     outcome = Received.WRITTEN
     if path.exists():
         try:

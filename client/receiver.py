@@ -9,7 +9,6 @@ from __future__ import annotations
 import errno
 import functools
 import logging
-import shutil
 import threading
 from io import BytesIO
 from pathlib import Path
@@ -38,7 +37,16 @@ from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
 from .errors import LocalError
-from .files import archive_path, write_received
+from .files import (
+    UnsafePathError,
+    archive_path,
+    check_inside,
+    full_disk,
+    move_atomic,
+    remove_stale_temp_files,
+    size_text,
+    write_received,
+)
 from .scp import RunningServer, serve
 from .statuses import failure_status
 from .tcp import NO_DELAY
@@ -73,6 +81,7 @@ class Receiver:
         except OSError as exc:
             raise LocalError(f"Cannot create the output folder {self.folder}: "
                              f"{exc.strerror or exc}.") from exc
+        remove_stale_temp_files(self.folder, log)  # a run killed mid-write left them
         try:
             server = serve(self._ae, (self.bind, self.port),
                            [*NO_DELAY, (evt.EVT_C_STORE, self.on_store)], _contexts())
@@ -98,14 +107,22 @@ class Receiver:
         there too (headers read while resolving that belong to the collection), the rest
         stay behind, so ``folder`` holds the collection and nothing else."""
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(folder, log)
         with self._lock:
             old, self.folder = self.folder, folder
             for uid, path in list(self._arrived.items()):
                 if uid not in keep or not path.is_relative_to(old):
                     continue
                 target = folder / path.relative_to(old)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(path, target)
+                try:
+                    check_inside(folder, target)
+                except UnsafePathError as exc:
+                    raise LocalError(f"Cannot write into {folder}: {exc.strerror}.") from exc
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    move_atomic(path, target)
+                except OSError as exc:
+                    raise LocalError(_cannot_write(folder, path, target, exc)) from exc
                 self._arrived[uid] = target
 
     def arrived(self) -> dict[str, Path]:
@@ -130,11 +147,12 @@ class Receiver:
             log.warning("cannot read the object %s the server sent: %s", sop_uid, exc)
             self.refused[sop_uid] = f"unreadable: {exc}"
             return failure_status(CANNOT_UNDERSTAND, f"cannot decode the dataset: {exc}")
-        path = archive_path(self.folder, patient_id, modality, sop_uid)
+        folder = self.folder  # once: redirect() may change it meanwhile
+        path = archive_path(folder, patient_id, modality, sop_uid)
         try:
             write_received(path, body, str(request.AffectedSOPClassUID), sop_uid,
                            str(event.context.transfer_syntax),
-                           str(event.assoc.requestor.ae_title).strip())
+                           str(event.assoc.requestor.ae_title).strip(), root=folder)
         except OSError as exc:
             log.error("cannot write %s: %s", path, exc)
             self.refused[sop_uid] = f"cannot write: {exc.strerror or exc}"
@@ -144,6 +162,22 @@ class Receiver:
         with self._lock:
             self._arrived[sop_uid] = path
         return SUCCESS
+
+
+def _cannot_write(folder: Path, source: Path, target: Path, exc: OSError) -> str:
+    """What to do when ``source`` cannot be moved to ``target`` in the output ``folder``."""
+    full = None
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        try:
+            full = full_disk(folder, source.stat().st_size + 1)
+        except OSError:
+            full = full_disk(folder)
+    if full is not None:
+        return (f"The disk holding {folder} is full ({size_text(full[0])} free of "
+                f"{size_text(full[1])}): rtmove could not write {target.name} there. Free "
+                "space on it, or choose an --out folder on a bigger disk, then run the same "
+                "command again: what already arrived is not moved again.")
+    return f"Cannot write {target} into the output folder: {exc.strerror or exc}."
 
 
 # What a radiotherapy collection can hold. Not every storage class in every transfer

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset
 from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
 
+from client.files import remove_stale_temp_files
 from client.site import Site
 from client.statuses import failure_status as failure
 
@@ -23,7 +24,8 @@ from .archive.from_dataset import text_value
 from .faults.model import FileDaemonFaults
 from .faults.storage import StoreInjector
 from .files import TEMP_PREFIX, Received, archive_path, safe_name, write_received
-from .service import Daemon, calling_ae, store_request
+from .log_policy import note_output_folder
+from .service import Daemon, calling_ae, cut_short, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
 
 # C-STORE statuses (PS3.4 B.2.3).
@@ -46,6 +48,8 @@ class FileDaemon(Daemon):
                          service.timeouts)
         self.output = Path(output if output is not None else service.output)
         self.patient_folders = service.patient_folders
+        if self.patient_folders:  # its subfolders are named after patients: not in logs
+            note_output_folder(self.output)
         self.stored = 0  # objects written (or found identical) since start
         self._files_lock = threading.Lock()  # guards ``stored`` and ``_files``
         # Where each SOP Instance is, by its file-name form: one file per instance, even
@@ -73,12 +77,25 @@ class FileDaemon(Daemon):
         self.store_faults.join()
 
     def on_start(self) -> None:
-        """Learn what earlier runs left in the output folder."""
+        """Learn what earlier runs left in the output folder, once the temporary files of
+        writes a crash cut short are gone: peers polling the folder then see whole files
+        only, and a re-sent object is written again."""
         self._files = {}
-        if self.output.is_dir():
-            for path in self.output.rglob("*.dcm"):
-                if not path.name.startswith(TEMP_PREFIX) and path.name.count(".") >= 2:
-                    self._files[path.name[:-4].split(".", 1)[1]] = path
+        if not self.output.is_dir():
+            return
+        remove_stale_temp_files(self.output, self.log)
+        for path in sorted(self.output.rglob("*.dcm"), key=_modified):
+            if path.name.startswith(TEMP_PREFIX) or path.name.count(".") < 2 \
+                    or not path.is_file():
+                continue
+            key = path.name[:-4].split(".", 1)[1]
+            if key in self._files:
+                # A crash between writing an instance's new file (another patient ID or
+                # modality) and removing its old one: the newer one is the current file.
+                self.log.warning("File Daemon: %s and %s hold the same SOP instance (a "
+                                 "replacement cut short?); %s is the current one",
+                                 self._files[key], path, path)
+            self._files[key] = path
 
     def path_for(self, patient_id: str, modality: str, sop_uid: str) -> Path:
         """Where an object lands: ``<output>/<patient id>/<modality>.<uid>.dcm``."""
@@ -105,6 +122,11 @@ class FileDaemon(Daemon):
                              request.AffectedSOPInstanceUID, calling, sop_class, sop_uid)
             return failure(DATASET_DOES_NOT_MATCH_SOP_CLASS,
                             "SOP Class/Instance UID differ from the C-STORE request")
+        problem = cut_short(body, event.context.transfer_syntax)
+        if problem is not None:  # pydicom read it "fine": it would be stored partial
+            self.log.warning("File Daemon refuses %s from %r: the data set is cut short: %s",
+                             sop_uid, calling, problem)
+            return failure(CANNOT_UNDERSTAND, f"the data set is cut short: {problem}")
         seen, refusal = self.store_faults.before(self.stopping,
                                                  lambda: not event.assoc.is_established)
         if refusal is not None:
@@ -113,7 +135,8 @@ class FileDaemon(Daemon):
 
         def write() -> Received:
             outcome = write_received(path, body, sop_class, sop_uid,
-                                     str(event.context.transfer_syntax), calling)
+                                     str(event.context.transfer_syntax), calling,
+                                     root=self.output)
             self._written(outcome, path, sop_uid, calling)
             return outcome
 
@@ -141,3 +164,12 @@ class FileDaemon(Daemon):
                                  "modality); that file is replaced by %s", sop_uid,
                                  previous, path)
                 previous.unlink(missing_ok=True)
+
+
+def _modified(path: Path) -> int:
+    """When ``path`` was last written (0 if it is gone): the older of two files of one
+    instance is indexed first, so the newer one wins."""
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return 0

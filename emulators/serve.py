@@ -184,17 +184,26 @@ def _faults_from_args(args: argparse.Namespace) -> Faults:
 
 def configure_logging(level: str) -> None:
     """Daemon decisions (trust, moves, writes) on stderr; pynetdicom's chatter only when
-    debugging, since it logs every PDU at INFO."""
+    debugging, since it logs every PDU at INFO. Every line passes the log policy of
+    :mod:`emulators.log_policy`: below debug no patient name, birth date or raw patient
+    ID; at any level no pixel data and no binary value beyond a few bytes."""
+    from . import log_policy
+
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     logging.getLogger("pynetdicom").setLevel(
         logging.DEBUG if level == "debug" else logging.WARNING)
+    for handler in logging.getLogger().handlers:
+        log_policy.install(handler, level)
+    log_policy.protect_daemons()
 
 
 def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     configure_logging(args.log_level)
     site = _site_from_args(args)
     faults = _faults_from_args(args)
+    if args.only is not None:
+        return _run_one(args, parser, site, faults)
     archive = _archive_from_args(args, parser)
     stop = threading.Event()
 
@@ -226,6 +235,55 @@ def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
     return 0
 
 
+ONLY = ("db-daemon", "file-daemon")
+
+
+def _run_one(args: argparse.Namespace, parser: argparse.ArgumentParser, site: Site,
+             faults: Faults) -> int:
+    """``serve --only``: one daemon in this process, so it alone can be stopped, killed or
+    restarted (a crash rehearsal); the other runs elsewhere, where the site says."""
+    if faults.proxy:
+        raise CommandError("--only runs one daemon, but the scenario puts network-fault "
+                           "proxies between both: run it without --only")
+    if args.only == "db-daemon" and site.file_daemon.port == 0:
+        raise CommandError("--only db-daemon: the File Daemon's port is 0 (any free port), so "
+                           "moves to it cannot reach it; give its real port with --fd-port")
+    archive = _archive_from_args(args, parser) if args.only == "db-daemon" else None
+    stop = threading.Event()
+
+    def request_stop(signum: int, _frame: object) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        daemon: DBDaemon | FileDaemon
+        if archive is not None:
+            daemon = DBDaemon(site, archive)
+            inject(faults, db_daemon=daemon)
+        else:
+            daemon = FileDaemon(site)
+            inject(faults, file_daemon=daemon)
+        with daemon:
+            if isinstance(daemon, FileDaemon):
+                print(f"{daemon.ready_line()}, writing to {daemon.output}", flush=True)
+            else:
+                counts = daemon.archive.index.counts()
+                print(daemon.ready_line(), flush=True)
+                print(f"archive: {counts.patients} patients, {counts.studies} studies, "
+                      f"{counts.series} series, {counts.instances} instances", flush=True)
+            while not stop.wait(0.5):
+                pass
+            print("stopping", flush=True)
+    except DaemonError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if archive is not None:
+            archive.close()
+    return 0
+
+
 def _add_source_options(parser: argparse.ArgumentParser) -> None:
     group = add_archive_options(parser, seed_default=0)
     group.add_argument("--patients", type=int_at_least(1), default=10, metavar="N",
@@ -237,9 +295,9 @@ def _add_source_options(parser: argparse.ArgumentParser) -> None:
 def add_serve(commands: SubParsers[argparse.ArgumentParser]) -> None:
     parser = commands.add_parser(
         "serve", help="run the DB Daemon and the File Daemon",
-        description="Start both daemons as the site file (or the embedded default) describes, "
-                    "over a seeded synthetic archive or an imported folder; stop with Ctrl-C "
-                    "or SIGTERM.")
+        description="Start both daemons (or one, with --only) as the site file (or the "
+                    "embedded default) describes, over a seeded synthetic archive or an "
+                    "imported folder; stop with Ctrl-C or SIGTERM.")
     parser.add_argument("--site", type=Path, metavar="SITE.toml",
                         help="site file (default: the embedded default site)")
     parser.add_argument("--db-port", type=int_at_least(0), metavar="PORT",
@@ -247,6 +305,11 @@ def add_serve(commands: SubParsers[argparse.ArgumentParser]) -> None:
     parser.add_argument("--fd-port", type=int_at_least(0), metavar="PORT",
                         help="File Daemon port (0: any free port)")
     parser.add_argument("--fd-out", type=Path, metavar="DIR", help="File Daemon output folder")
+    parser.add_argument("--only", choices=ONLY,
+                        help="run one daemon only, so it can be stopped or killed alone (e.g. "
+                             "to rehearse a File Daemon crash mid-move); the other one is "
+                             "expected where the site file, --db-port or --fd-port say "
+                             "(--only db-daemon needs the File Daemon's real port)")
     parser.add_argument("--trust", type=parse_trust, action="append", default=[],
                         metavar="AE@HOST:PORT",
                         help="also trust this AE on both daemons (repeatable)")
@@ -258,7 +321,11 @@ def add_serve(commands: SubParsers[argparse.ArgumentParser]) -> None:
                         default="info",
                         help="what the daemons log on stderr: info shows every association "
                              "decision, move and write; debug adds pynetdicom's PDUs "
-                             "(default: %(default)s)")
+                             "(default: %(default)s). Below debug, patient names and birth "
+                             "dates are never shown and patient IDs only as a pseudonym "
+                             "(patient-3f2a9c1e; set DBDSIM_LOG_KEY to keep it stable "
+                             "across runs); debug shows identifiers in full. No level "
+                             "shows pixel data or more than 16 bytes of a binary value")
     _add_source_options(parser)
     parser.set_defaults(run=_run_serve, command_parser=parser)
 

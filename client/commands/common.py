@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from client import log_limits
 from client.errors import DicomError, Kind
 from client.manifest import ManifestError
 from client.settings import Settings, load
@@ -51,6 +52,9 @@ def configure_logging(verbose: int) -> None:
                         stream=sys.stderr)
     # pynetdicom's own log is a firehose: only at -vv.
     logging.getLogger("pynetdicom").setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    # Patient IDs and names may show (the user asked for them); pixel data never does.
+    for handler in logging.getLogger().handlers:
+        log_limits.install(handler)
 
 
 def fail(args: argparse.Namespace, exc: Exception) -> int:

@@ -31,7 +31,7 @@ from ..faults.data import DataInjector
 from ..faults.dimse import FindInjector, MoveInjector, garbled, other_keys
 from ..faults.model import DBDaemonFaults
 from ..files import Received, archive_path, part10_body, write_part10, write_received
-from ..service import Daemon, calling_ae, store_request
+from ..service import Daemon, calling_ae, cut_short, store_request
 from ..sop_classes import (
     MODEL_OF_UID,
     QUERY_RETRIEVE,
@@ -306,12 +306,25 @@ class DBDaemon(Daemon):
     def _on_store(self, event: Event) -> int | Dataset:
         calling = calling_ae(event)
         entry = self.policy.entry(calling)
-        _request, body = store_request(event)
+        request, body = store_request(event)
+        problem = cut_short(body, event.context.transfer_syntax)
+        if problem is not None:  # pydicom reads it "fine": it would be imported partial
+            self.log.warning("DB Daemon refuses an object from %r: the data set is cut "
+                             "short: %s", calling, problem)
+            return failure(UNABLE_TO_PROCESS, f"the data set is cut short: {problem}")
         override = entry is not None and entry.charset_override
         try:
             ds = event.dataset
             if entry is not None and override:  # before any text is read
                 read_as(ds, entry.import_charset)
+            if str(ds.SOPInstanceUID) != str(request.AffectedSOPInstanceUID) \
+                    or str(ds.SOPClassUID) != str(request.AffectedSOPClassUID):
+                # Imported under the data set's UID, it was not what the sender stored.
+                self.log.warning("DB Daemon refuses %s from %r: the data set says %s/%s",
+                                 request.AffectedSOPInstanceUID, calling, ds.SOPClassUID,
+                                 ds.SOPInstanceUID)
+                return failure(0xA900, "SOP Class/Instance UID differ from the C-STORE "
+                                       "request")
             modality = text_value(ds, "Modality") or "OT"
             path = archive_path(self.storage, text_value(ds, "PatientID"), modality,
                                 str(ds.SOPInstanceUID))

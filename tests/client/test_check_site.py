@@ -20,7 +20,7 @@ EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "site.toml"
 STATIC = ("ae-titles-valid", "ae-titles-distinct", "models", "db-trusts-client",
           "client-move-destination", "db-trusts-file-daemon", "file-daemon-trusts-db",
           "port-range", "ports-distinct", "privileged-ports", "charsets-known",
-          "non-ascii-names")
+          "non-ascii-names", "listen-exposure")
 
 
 def _trusted(section: str, title: str, port: int, host: str = "127.0.0.1",
@@ -354,7 +354,7 @@ def test_command_failure_line_names_the_fix(tmp_path: Path,
     assert len(failing) == 1
     assert failing[0].startswith("FAIL  db-trusts-file-daemon: VMSDBD1 opens")
     assert " — fix: set port = 5679 in VMSFD's [[db_daemon.trusted]] row" in failing[0]
-    assert out.splitlines()[-1] == f"{path}: 13 checks, 12 passed, 1 failed"
+    assert out.splitlines()[-1] == f"{path}: 14 checks, 13 passed, 1 failed"
     assert "\x1b[" not in out  # not a terminal: no colour codes
 
 

@@ -418,7 +418,8 @@ def _replacements(caplog: pytest.LogCaptureFixture, uid: str) -> list[str]:
 
 def test_an_instance_sent_again_under_another_id_or_modality_leaves_only_the_last_file(
         site: Site, recipe: PatientRecipe, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="dbdsim.file_daemon")
+    # Debug: the log policy shows patient IDs (the folders in these paths) only there.
+    caplog.set_level(logging.DEBUG, logger="dbdsim.file_daemon")
     ds = _build(recipe, "CT")
     uid = str(ds.SOPInstanceUID)
     sends = [("FIRST-ID", "CT"), ("SECOND-ID", "CT"), ("SECOND-ID", "MR")]
@@ -449,7 +450,8 @@ def test_an_instance_sent_again_under_another_id_or_modality_leaves_only_the_las
 def test_a_file_from_an_earlier_run_is_replaced_when_its_uid_comes_under_another_id(
         tmp_path: Path, site: Site, recipe: PatientRecipe,
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="dbdsim.file_daemon")
+    # Debug: the log policy shows patient IDs (the folders in these paths) only there.
+    caplog.set_level(logging.DEBUG, logger="dbdsim.file_daemon")
     ds = _build(recipe, "CT")
     uid = str(ds.SOPInstanceUID)
     written = write_patient(recipe, tmp_path / "generated")
