@@ -79,6 +79,7 @@ def _storage_note(db: DBDaemonService) -> list[str]:
 
 def _file_daemon(fd: FileDaemonService) -> list[Item]:
     return [*_daemon(fd), ("output", fd.output), ("patient_folders", fd.patient_folders),
+            ("sync", fd.sync),
             *_trusted_key(fd.trusted)]
 
 

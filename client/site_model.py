@@ -93,6 +93,7 @@ class FileDaemonService:
     timeouts: Timeouts = field(default_factory=Timeouts)
     output: Path = Path("dbdsim-out")
     patient_folders: bool = True  # <output>/<patient id>/...; off at some sites
+    sync: bool = True  # fsync each file before answering success (off: as storescp, faster)
     trusted: tuple[TrustedAE, ...] | None = None  # None: derived from the site
 
 

@@ -485,7 +485,8 @@ _DAEMON_FIELDS: dict[str, Check] = {
 }
 _DB_DAEMON = _table({**_DAEMON_FIELDS, "models": _models, "strict_hierarchy": _bool,
                      "storage": _path, "quirks": _QUIRKS}, DBDaemonService)
-_FILE_DAEMON = _table({**_DAEMON_FIELDS, "output": _path, "patient_folders": _bool},
+_FILE_DAEMON = _table({**_DAEMON_FIELDS, "output": _path, "patient_folders": _bool,
+                      "sync": _bool},
                       FileDaemonService)
 _CLIENT = _table({"ae_title": _ae_title, "host": _host, "port": _integer(0, _PORT_MAX)},
                  ClientConfig)

@@ -48,6 +48,7 @@ class FileDaemon(Daemon):
                          service.timeouts)
         self.output = Path(output if output is not None else service.output)
         self.patient_folders = service.patient_folders
+        self.sync = service.sync
         if self.patient_folders:  # its subfolders are named after patients: not in logs
             note_output_folder(self.output)
         self.stored = 0  # objects written (or found identical) since start
@@ -136,7 +137,7 @@ class FileDaemon(Daemon):
         def write() -> Received:
             outcome = write_received(path, body, sop_class, sop_uid,
                                      str(event.context.transfer_syntax), calling,
-                                     root=self.output)
+                                     root=self.output, sync=self.sync)
             self._written(outcome, path, sop_uid, calling)
             return outcome
 

@@ -55,6 +55,17 @@ def configure_logging(verbose: int) -> None:
     # Patient IDs and names may show (the user asked for them); pixel data never does.
     for handler in logging.getLogger().handlers:
         log_limits.install(handler)
+        if verbose < 2:
+            handler.addFilter(_no_pynetdicom_tracebacks)
+
+
+def _no_pynetdicom_tracebacks(record: logging.LogRecord) -> bool:
+    """pynetdicom logs a traceback with its errors (a peer closing mid-PDU, say): below
+    -vv only its one-line message shows, since rtmove explains the failure itself and a
+    traceback reads as rtmove crashing."""
+    if record.name.startswith("pynetdicom"):
+        record.exc_info, record.exc_text = None, None
+    return True
 
 
 def fail(args: argparse.Namespace, exc: Exception) -> int:

@@ -22,8 +22,10 @@ def test_short_store_benchmark_compares_with_storescp(require_tool: Callable[[st
                            str(tmp_path)], capture_output=True, text=True, timeout=300,
                           check=False)
     assert done.returncode == 0, done.stderr
-    [row] = json.loads(done.stdout)
-    assert "File Daemon / storescp" in row["metric"]
-    assert row["ours"] > 0 and row["dcmtk"] > 0
-    assert row["ratio"] == pytest.approx(row["ours"] / row["dcmtk"])
+    synced, unsynced = json.loads(done.stdout)
+    assert "File Daemon (sync) / storescp" in synced["metric"]
+    assert "File Daemon (sync = false) / storescp" in unsynced["metric"]
+    for row in (synced, unsynced):
+        assert row["ours"] > 0 and row["dcmtk"] > 0
+        assert row["ratio"] == pytest.approx(row["ours"] / row["dcmtk"])
     assert not list(tmp_path.iterdir())  # its temporary folder is gone

@@ -174,7 +174,8 @@ db_daemons = st.builds(DBDaemonService, ae_titles, ports, binds, st.booleans(),
                        st.integers(1, 2**31), timeouts, models, st.booleans(),
                        st.none() | paths, trusted_maps, quirks)
 file_daemons = st.builds(FileDaemonService, ae_titles, ports, binds, st.booleans(),
-                         st.integers(1, 2**31), timeouts, paths, st.booleans(), trusted_maps)
+                         st.integers(1, 2**31), timeouts, paths, st.booleans(), st.booleans(),
+                         trusted_maps)
 sites = st.builds(Site, db_daemons, file_daemons, st.builds(ClientConfig, ae_titles, hosts, ports),
                   st.text(max_size=30))
 
