@@ -198,13 +198,10 @@ def configure_logging(level: str) -> None:
     log_policy.protect_daemons()
 
 
-def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-    configure_logging(args.log_level)
-    site = _site_from_args(args)
-    faults = _faults_from_args(args)
-    if args.only is not None:
-        return _run_one(args, parser, site, faults)
-    archive = _archive_from_args(args, parser)
+@contextmanager
+def _signals() -> Iterator[threading.Event]:
+    """An event Ctrl-C or SIGTERM sets, for the block; the previous handlers come back
+    after. A daemon that cannot start is a command error (its sentence, no traceback)."""
     stop = threading.Event()
 
     def request_stop(signum: int, _frame: object) -> None:
@@ -212,25 +209,45 @@ def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with serving_faults(site, archive, faults) as served:
+        yield stop
+    except DaemonError as exc:
+        raise CommandError(str(exc)) from exc
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _serve_until(stop: threading.Event) -> None:
+    while not stop.wait(0.5):
+        pass
+    print("stopping", flush=True)
+
+
+def _print_archive(archive: Archive) -> None:
+    counts = archive.index.counts()
+    print(f"archive: {counts.patients} patients, {counts.studies} studies, "
+          f"{counts.series} series, {counts.instances} instances", flush=True)
+
+
+def _run_serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+    configure_logging(args.log_level)
+    site = _site_from_args(args)
+    faults = _faults_from_args(args)
+    if args.only is not None:
+        return _run_one(args, parser, site, faults)
+    archive = _archive_from_args(args, parser)
+    try:
+        with _signals() as stop, serving_faults(site, archive, faults) as served:
             dbd, fd = served.db_daemon, served.file_daemon
-            counts = archive.index.counts()
             print(dbd.ready_line(), flush=True)
             print(f"{fd.ready_line()}, writing to {fd.output}", flush=True)
             for leg, proxy in served.proxies.items():
                 print(f"{leg}-leg proxy with the scenario's network faults on "
                       f"{proxy.host}:{proxy.port}"
                       + (" (call the DB Daemon here)" if leg == "client" else ""), flush=True)
-            print(f"archive: {counts.patients} patients, {counts.studies} studies, "
-                  f"{counts.series} series, {counts.instances} instances", flush=True)
-            while not stop.wait(0.5):
-                pass
-            print("stopping", flush=True)
-    except DaemonError as exc:
-        raise CommandError(str(exc)) from exc
+            _print_archive(archive)
+            _serve_until(stop)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         archive.close()
     return 0
 
@@ -249,12 +266,6 @@ def _run_one(args: argparse.Namespace, parser: argparse.ArgumentParser, site: Si
         raise CommandError("--only db-daemon: the File Daemon's port is 0 (any free port), so "
                            "moves to it cannot reach it; give its real port with --fd-port")
     archive = _archive_from_args(args, parser) if args.only == "db-daemon" else None
-    stop = threading.Event()
-
-    def request_stop(signum: int, _frame: object) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         daemon: DBDaemon | FileDaemon
         if archive is not None:
@@ -263,22 +274,14 @@ def _run_one(args: argparse.Namespace, parser: argparse.ArgumentParser, site: Si
         else:
             daemon = FileDaemon(site)
             inject(faults, file_daemon=daemon)
-        with daemon:
+        with _signals() as stop, daemon:
             if isinstance(daemon, FileDaemon):
                 print(f"{daemon.ready_line()}, writing to {daemon.output}", flush=True)
             else:
-                counts = daemon.archive.index.counts()
                 print(daemon.ready_line(), flush=True)
-                print(f"archive: {counts.patients} patients, {counts.studies} studies, "
-                      f"{counts.series} series, {counts.instances} instances", flush=True)
-            while not stop.wait(0.5):
-                pass
-            print("stopping", flush=True)
-    except DaemonError as exc:
-        raise CommandError(str(exc)) from exc
+                _print_archive(daemon.archive)
+            _serve_until(stop)
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if archive is not None:
             archive.close()
     return 0
