@@ -22,6 +22,9 @@ from pynetdicom import evt
 from pynetdicom.events import Event, EventHandlerType
 
 _CHUNK = 65536  # bytes per socket read (pynetdicom reads 4 KB at a time)
+# The maximum length negotiated bounds P-DATA-TF PDUs only (PS3.8 D.1); an association
+# request with many contexts or a user identity may be longer, but not this long.
+_LONGEST_OTHER_PDU = 1 << 20
 
 
 def disable_nagle(event: Event) -> None:
@@ -34,15 +37,25 @@ def disable_nagle(event: Event) -> None:
 
 def bound_reads(event: Event) -> None:
     """EVT_CONN_OPEN handler: each read the DUL makes (a PDU header, then its body)
-    must end within the association's network timeout, however the bytes trickle."""
-    transport = event.assoc.dul.socket
-    limit = event.assoc.network_timeout
+    must end within the association's network timeout, however the bytes trickle, and
+    no PDU may be longer than this end accepts (a lying length field would otherwise
+    be buffered until the peer stops streaming)."""
+    assoc = event.assoc
+    transport = assoc.dul.socket
+    limit = assoc.network_timeout
     sock = getattr(transport, "socket", None)
     if limit is None or not isinstance(sock, socket.socket):
         return
+    local = assoc.acceptor if assoc.is_acceptor else assoc.requestor
 
     def recv(nr_bytes: int) -> bytearray:
         # pynetdicom's contract: up to nr_bytes, fewer only when the peer closed.
+        ours = local.maximum_length  # None until set, 0: no limit
+        longest = _LONGEST_OTHER_PDU if ours is None else max(ours, _LONGEST_OTHER_PDU) \
+            if ours else None
+        if longest is not None and nr_bytes > longest:
+            raise ConnectionError(f"a PDU of {nr_bytes} bytes, longer than the {longest} "
+                                  "this end accepts")
         data = bytearray()
         deadline = time.monotonic() + limit
         previous = sock.gettimeout()

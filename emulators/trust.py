@@ -214,9 +214,12 @@ class TrustPolicy:
         if not isinstance(message, C_MOVE_RQ):
             return
         element = message.command_set.get_item(_MOVE_DESTINATION)
-        if not isinstance(element, RawDataElement) or element.value is None:
+        if isinstance(element, RawDataElement):
+            raw = bytes(element.value or b"")
+        elif element is not None and not element.value:
+            raw = b""  # empty, which pynetdicom would abort on
+        else:
             return
-        raw = bytes(element.value)
         problem = raw_ae_problem(raw)
         if problem is None:
             return
