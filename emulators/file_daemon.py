@@ -21,11 +21,12 @@ from client.site import Site
 from client.statuses import failure_status as failure
 
 from .archive.from_dataset import text_value
+from .dataset_length import cut_short
 from .faults.model import FileDaemonFaults
 from .faults.storage import StoreInjector
 from .files import TEMP_PREFIX, Received, archive_path, safe_name, write_received
 from .log_policy import note_output_folder
-from .service import Daemon, calling_ae, cut_short, store_request
+from .service import Daemon, calling_ae, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
 
 # C-STORE statuses (PS3.4 B.2.3).

@@ -27,11 +27,12 @@ from .. import bulk_send
 from ..archive import Archive, ArchiveError
 from ..archive.from_dataset import NotIndexable, dataset_rows, text_value
 from ..bulk_send import Encoded
+from ..dataset_length import cut_short
 from ..faults.data import DataInjector
 from ..faults.dimse import FindInjector, MoveInjector, garbled, other_keys
 from ..faults.model import DBDaemonFaults
 from ..files import Received, archive_path, part10_body, write_part10, write_received
-from ..service import Daemon, calling_ae, cut_short, store_request
+from ..service import Daemon, calling_ae, store_request
 from ..sop_classes import (
     MODEL_OF_UID,
     QUERY_RETRIEVE,
