@@ -9,6 +9,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
+from pynetdicom import AE
+from pynetdicom.association import Association
 
 from client.site import Site, TrustedAE, default_site
 from emulators.archive import Archive
@@ -76,3 +78,18 @@ def assert_same_object(got: Path, want: Path) -> None:
     for ds in (a, b):
         del ds.SpecificCharacterSet
     assert a == b, f"{got}: values differ after re-encoding"
+
+
+@contextmanager
+def associated(ae: AE, host: str, port: int, called: str) -> Iterator[Association]:
+    """``ae``'s association (maybe rejected) with ``called``: released if established,
+    and ``ae`` shut down, after the block."""
+    try:
+        assoc = ae.associate(host, port, ae_title=called)
+        try:
+            yield assoc
+        finally:
+            if assoc.is_established:
+                assoc.release()
+    finally:
+        ae.shutdown()

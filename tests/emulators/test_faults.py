@@ -18,6 +18,7 @@ from typing import Any
 
 import pydicom
 import pytest
+from daemons import associated
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
@@ -95,15 +96,8 @@ def associate(site: DBDSite, *, fd: bool = False, dimse_timeout: float = 30.0,
         ae.add_requested_context(abstract, [ExplicitVRLittleEndian, ImplicitVRLittleEndian])
     host, port, called = ((site.fd_host, site.fd_port, site.fd_aet) if fd
                           else (site.db_host, site.db_port, site.db_aet))
-    try:
-        assoc = ae.associate(host, port, ae_title=called)
-        try:
-            yield assoc
-        finally:
-            if assoc.is_established:
-                assoc.release()
-    finally:
-        ae.shutdown()
+    with associated(ae, host, port, called) as assoc:
+        yield assoc
 
 
 def _answer(responses: Iterator[tuple[Dataset, Dataset | None]], assoc: Association,

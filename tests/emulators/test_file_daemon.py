@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from daemons import LOOPBACK, make_site
+from daemons import LOOPBACK, associated, make_site
 from pydicom.dataset import Dataset
 from pydicom.uid import (
     UID,
@@ -97,15 +97,8 @@ def _associate(port: int, contexts: Contexts = BOTH_IMPLICIT, calling: str = CLI
     for abstract, transfer_syntax in contexts:
         ae.add_requested_context(abstract, [transfer_syntax])
     ae.add_requested_context(VERIFICATION)
-    try:
-        assoc = ae.associate(LOOPBACK, port, ae_title=FD_AE)
-        try:
-            yield assoc
-        finally:
-            if assoc.is_established:
-                assoc.release()
-    finally:
-        ae.shutdown()
+    with associated(ae, LOOPBACK, port, FD_AE) as assoc:
+        yield assoc
 
 
 def _store(assoc: Association, ds: Dataset | Path) -> Dataset:

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from daemons import make_site
+from daemons import associated, make_site
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
@@ -83,17 +83,10 @@ def running(kind: str, base: Path, *, patient_folders: bool = True) -> Iterator[
 def association(target: Target) -> Iterator[Association]:
     ae = AE(ae_title=CLIENT)
     ae.add_requested_context(CTImageStorage, [ExplicitVRLittleEndian])
-    try:
-        assoc = ae.associate("127.0.0.1", target.port, ae_title=target.ae_title)
+    with associated(ae, "127.0.0.1", target.port, target.ae_title) as assoc:
         assert assoc.is_established
         assoc.dimse_timeout = 20  # an unanswered C-STORE fails the test, not the CI job
-        try:
-            yield assoc
-        finally:
-            if assoc.is_established:
-                assoc.release()
-    finally:
-        ae.shutdown()
+        yield assoc
 
 
 def dataset(patient_id: str, sop_uid: str, modality: str) -> Dataset:
