@@ -17,7 +17,7 @@ from pydicom.charset import python_encoding
 
 from client.echo import echo
 from client.errors import AssociationRejected, DicomError, Kind
-from client.settings import Settings
+from client.settings import Settings, from_site
 from client.site import Model, Site, TrustedAE, ae_title_problem
 
 Resolver = Callable[[str], frozenset[str]]
@@ -487,9 +487,11 @@ def _check_listen_exposure(site: Site) -> Check:
                   db.permit_trusted_only),
         _exposure(f"the File Daemon {fd.ae_title}", "file_daemon.bind", fd.bind,
                   fd.permit_trusted_only)) if note is not None]
-    receiver = (f"rtmove's own Storage SCP (client.port {site.client.port}) listens on every "
-                "interface while it receives headers or a --dest self move, and stores what "
-                f"any caller sends to {site.client.ae_title}")
+    bind = from_site(site).receive_bind
+    where = f"on loopback only ({bind}), as the DB Daemon is" if bind else "on every interface"
+    receiver = (f"rtmove's own Storage SCP (client.port {site.client.port}) listens {where} "
+                "while it receives headers or a --dest self move, and stores what any caller "
+                f"sends to {site.client.ae_title}")
     if notes:
         # A note, not a failure: the model allows it on purpose, the engineer must know.
         return _pass(name, "WARNING: " + "; ".join(notes) + f". Also, {receiver}")

@@ -84,7 +84,8 @@ def collect(settings: Settings, patient_id: str, choice: PlanChoice, *,
         # Headers read while resolving go to a temporary folder: the output must hold the
         # collection only, not every plan and dose of the patient that had to be read.
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="rtmove-")))
-        receiver = stack.enter_context(Receiver(settings.aet, settings.recv_port, folder))
+        receiver = stack.enter_context(Receiver(settings.aet, settings.recv_port, folder,
+                                                settings.receive_bind))
         session = stack.enter_context(Session(settings, receiver.on_store))
         started = time.monotonic()
         archive = PatientArchive(session, patient_id)
@@ -109,7 +110,8 @@ def move(settings: Settings, manifest: Manifest, *, verify_dir: Path | None = No
     out = _output(settings)
     with ExitStack() as stack:
         if out is not None:
-            receiver = stack.enter_context(Receiver(settings.aet, settings.recv_port, out))
+            receiver = stack.enter_context(Receiver(settings.aet, settings.recv_port, out,
+                                                    settings.receive_bind))
             session = stack.enter_context(Session(settings, receiver.on_store))
         else:
             session = stack.enter_context(Session(settings))

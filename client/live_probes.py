@@ -49,7 +49,8 @@ def trial_move_probe(settings: Settings, patient_id: str | None) -> Callable[[],
             return Check(name, False, "give --patient ID to move one small object of that "
                          "patient to this client", skipped=True)
         with tempfile.TemporaryDirectory(prefix="rtmove-check-") as tmp, \
-                Receiver(settings.aet, settings.recv_port, Path(tmp)) as receiver, \
+                Receiver(settings.aet, settings.recv_port, Path(tmp),
+                         settings.receive_bind) as receiver, \
                 Session(settings) as session:
             archive = PatientArchive(session, patient_id)
             instance = next((i for m in ("RTPLAN", "RTSTRUCT", "RTDOSE")

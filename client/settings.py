@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +31,18 @@ class Settings:
     @property
     def peer(self) -> str:
         return f"{self.aec} at {self.host}:{self.port}"
+
+    @property
+    def receive_bind(self) -> str:
+        """Where this client's own Storage SCP listens: loopback when the DB Daemon (whose
+        C-STOREs it takes) is reached over loopback, else every interface, so that a DB
+        Daemon on another machine can reach it."""
+        try:
+            if ipaddress.ip_address(self.host).is_loopback:
+                return "::1" if ":" in self.host else "127.0.0.1"
+        except ValueError:
+            pass  # a host name: whatever it resolves to must reach us
+        return ""
 
     @property
     def to_self(self) -> bool:

@@ -40,7 +40,7 @@ def _plan_json(p: PlanInfo, doses: int) -> dict[str, object]:
 def _find(args: argparse.Namespace) -> int:
     s = settings(args)
     with tempfile.TemporaryDirectory(prefix="rtmove-") as tmp, \
-            Receiver(s.aet, s.recv_port, Path(tmp)) as receiver, \
+            Receiver(s.aet, s.recv_port, Path(tmp), s.receive_bind) as receiver, \
             Session(s, receiver.on_store) as session:
         archive = PatientArchive(session, args.patient)
         resolver = Resolver(archive, Headers(session, receiver))

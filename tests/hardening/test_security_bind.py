@@ -27,6 +27,7 @@ from daemons import make_site
 from client.check_site import static_checks
 from client.cli import main as rtmove
 from client.receiver import Receiver
+from client.settings import from_site
 from client.site import Site, SiteError, load_site, parse_site
 from emulators.archive import Archive
 from emulators.db_daemon import DBDaemon
@@ -83,13 +84,22 @@ def test_the_rtmove_receiver_answers_where_it_is_bound_only(tmp_path: Path) -> N
             [True, False, False]
 
 
-def test_the_rtmove_receiver_listens_on_every_interface_by_default(tmp_path: Path) -> None:
-    """What the commands use (they pass no bind): reachable from other addresses, as
-    check-site's listen-exposure check tells the site engineer."""
-    with Receiver("RTMOVE", free_port(), tmp_path) as receiver:
+def test_the_rtmove_receiver_listens_where_its_db_daemon_can_reach_it(tmp_path: Path) -> None:
+    """The commands bind their receiver to loopback when the DB Daemon is reached over
+    loopback (nothing else need reach it), else to every interface (a DB Daemon on
+    another machine must), and check-site's listen-exposure check says which."""
+    site = make_site(tmp_path)
+    local = from_site(site)
+    assert local.receive_bind == "127.0.0.1"
+    with Receiver("RTMOVE", free_port(), tmp_path, local.receive_bind) as receiver:
+        assert [answers(h, receiver.port) for h in ("127.0.0.1", "127.0.0.2")] == [True, False]
+    detail = {c.name: c for c in static_checks(site)}["listen-exposure"].detail
+    assert "Storage SCP" in detail and "on loopback only (127.0.0.1)" in detail, detail
+    remote = dataclasses.replace(local, host="10.1.2.3")
+    assert remote.receive_bind == ""
+    with Receiver("RTMOVE", free_port(), tmp_path, remote.receive_bind) as receiver:
         assert answers("127.0.0.2", receiver.port)
-    detail = {c.name: c for c in static_checks(make_site(tmp_path))}["listen-exposure"].detail
-    assert "Storage SCP" in detail and "every interface" in detail, detail
+    assert dataclasses.replace(local, host="::1").receive_bind == "::1"
 
 
 @pytest.mark.parametrize(("bind", "problem"), [
