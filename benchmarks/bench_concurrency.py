@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ratios import print_rows
+from ratios import print_rows, ratio_row
 
 from client.site import TrustedAE, default_site
 from emulators.archive import Archive
@@ -86,7 +86,7 @@ def run(clients: int, slices: int, size: int) -> list[dict[str, object]]:
             finally:
                 archive.close()
     label = f"{clients} movescu at once, {slices}-slice {size}x{size} CT each"
-    return [{"metric": label, "ours": ours, "dcmtk": dcmtk, "ratio": ours / dcmtk}]
+    return [ratio_row(label, ours, dcmtk)]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ratios import median_after_warmup, print_rows
+from ratios import median_after_warmup, print_rows, ratio_row
 
 from client.site import TrustedAE, default_site
 from emulators.archive import Archive
@@ -86,8 +86,7 @@ def run(slices: int, size: int, runs: int) -> list[dict[str, object]]:
                         port, "VMSDBD1", keys, dest, len(files)))
                 archive.close()
     label = f"movescu, {slices}-slice {size}x{size} CT series -> storescp"
-    return [{"metric": f"{label}, emulator serving {name}", "ours": results[name],
-             "dcmtk": results["dcmqrscp"], "ratio": results[name] / results["dcmqrscp"]}
+    return [ratio_row(f"{label}, emulator serving {name}", results[name], results["dcmqrscp"])
             for name in ("recipe", "files")]
 
 

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from ratios import median_after_warmup, print_rows
+from ratios import median_after_warmup, print_rows, ratio_row
 
 from client.site import TrustedAE, default_site
 from emulators.file_daemon import FileDaemon
@@ -69,7 +69,7 @@ def run(slices: int, size: int, runs: int, where: Path | None) -> list[dict[str,
                     runs, lambda port=fd.port, out=out: _time_store(port, "VMSFD", files, out))
             label = (f"storescu, {len(files)} CT slices {size}x{size} -> File Daemon "
                      f"({'sync' if sync else 'sync = false'}) / storescp")
-            rows.append({"metric": label, "ours": ours, "dcmtk": dcmtk, "ratio": ours / dcmtk})
+            rows.append(ratio_row(label, ours, dcmtk))
     return rows
 
 

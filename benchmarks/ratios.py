@@ -15,6 +15,11 @@ def median_after_warmup(runs: int, once: Callable[[], float]) -> float:
     return statistics.median(once() for _ in range(runs))
 
 
+def ratio_row(metric: str, ours: float, dcmtk: float) -> dict[str, Any]:
+    """One row of the table: the ratio is always ours over DCMTK's."""
+    return {"metric": metric, "ours": ours, "dcmtk": dcmtk, "ratio": ours / dcmtk}
+
+
 def print_rows(rows: Sequence[dict[str, Any]], as_json: bool, width: int = 75) -> None:
     if as_json:
         print(json.dumps(list(rows), indent=2))
