@@ -35,10 +35,16 @@ def test_echo_with_a_wrong_called_ae_is_explained(tmp_path: Path,
     config = dcmqrscp_config(tmp_path, port, "VMSDBD1", {})
     # --single-process: forking dcmqrscp 3.6.7 fails to send the A-ASSOCIATE-RJ
     # ("DUL Finite State Machine Error: state 1 event 7") and just closes.
+    # Even so it sometimes just closes under load (seen in CI, 1 run in ~10): that is
+    # DCMTK's flake, not rtmove's, so it gets three tries; rtmove must explain the
+    # A-ASSOCIATE-RJ whenever one comes, and one must come.
     argv = [require_tool("dcmqrscp"), "--single-process", "-c", str(config)]
     with running(argv, port, tmp_path / "qr.log"):
-        done = _rtmove("echo", "--port", str(port), "--aec", "NOT_THE_DBD")
-    assert done.returncode == 3  # Kind.REJECTED
+        for _ in range(3):
+            done = _rtmove("echo", "--port", str(port), "--aec", "NOT_THE_DBD")
+            if done.returncode != 4:  # 4: dcmqrscp closed without answering
+                break
+    assert done.returncode == 3, done.stderr  # Kind.REJECTED
     assert "called AE title not recognized" in done.stderr
     assert "AE title NOT_THE_DBD" in done.stderr
 
