@@ -25,7 +25,9 @@ from .dataset_length import cut_short
 from .faults.model import FileDaemonFaults
 from .faults.storage import StoreInjector
 from .files import TEMP_PREFIX, Received, archive_path, safe_name, write_received
+from .inline_store import serve_stores_inline
 from .log_policy import note_output_folder
+from .pynetdicom_guards import misdirected
 from .service import Daemon, calling_ae, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
 
@@ -72,8 +74,11 @@ class FileDaemon(Daemon):
         self.store_faults.faults = faults.store
 
     def on_accepted(self, event: Event) -> None:
-        acceptor = event.assoc.acceptor
-        acceptor.supported_contexts = self.store_faults.negotiable(acceptor.supported_contexts)
+        assoc = event.assoc
+        assoc.acceptor.supported_contexts = self.store_faults.negotiable(
+            assoc.acceptor.supported_contexts)
+        serve_stores_inline(assoc, lambda request, context_id: not (
+            self.store_faults.faults.write_delay or misdirected(assoc, request, context_id)))
 
     def on_stop(self) -> None:
         self.store_faults.join()
