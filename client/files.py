@@ -27,6 +27,7 @@ from pydicom.dataset import FileMetaDataset
 from pydicom.uid import UID
 from pynetdicom.dsutils import encode_file_meta
 
+from . import file_meta
 from .uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 
 try:  # POSIX: a writer holds a lock on its temporary file, so a cleaner can tell it is live
@@ -54,7 +55,6 @@ _TEMP_TOKEN_BYTES = 6
 # Exactly the names write_atomic gives: ".<final name>.<12 hex digits>.tmp".
 _TEMP_RE = re.compile(rf"^{re.escape(TEMP_PREFIX)}.+\.[0-9a-f]{{{2 * _TEMP_TOKEN_BYTES}}}"
                       rf"{re.escape(TEMP_SUFFIX)}$")
-_PREAMBLE = b"\x00" * 128 + b"DICM"
 # Keeps `<name>_<hash>` well under the 255-byte limit of common file systems.
 _MAX_NAME_BYTES = 120
 
@@ -310,15 +310,8 @@ def write_received(path: Path, body: bytes, sop_class: str, sop_uid: str,
         except ValueError:
             pass  # not a Part 10 file we can compare: replace it
         outcome = Received.REPLACED
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = UID(sop_class)
-    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
-    meta.TransferSyntaxUID = UID(transfer_syntax)
-    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
-    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    if source_ae:
-        meta.SourceApplicationEntityTitle = source_ae
-    header = _PREAMBLE + encode_file_meta(meta)
+    header = file_meta.header(sop_class, sop_uid, transfer_syntax, source_ae) \
+        or _pydicom_header(sop_class, sop_uid, transfer_syntax, source_ae)
 
     def write(fh: BinaryIO) -> None:
         fh.write(header)
@@ -328,12 +321,30 @@ def write_received(path: Path, body: bytes, sop_class: str, sop_uid: str,
     return outcome
 
 
+def _pydicom_header(sop_class: str, sop_uid: str, transfer_syntax: str, source_ae: str,
+                    ) -> bytes:
+    """The Part 10 header of values :func:`file_meta.header` leaves to pydicom."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = UID(sop_class)
+    meta.MediaStorageSOPInstanceUID = UID(sop_uid)
+    meta.TransferSyntaxUID = UID(transfer_syntax)
+    meta.ImplementationClassUID = UID(IMPLEMENTATION_CLASS_UID)
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    if source_ae:
+        meta.SourceApplicationEntityTitle = source_ae
+    return file_meta.PREAMBLE + encode_file_meta(meta)
+
+
 def part10_body(data: bytes) -> bytes:
     """The dataset bytes of a Part 10 file: everything after the File Meta group."""
+    return data[part10_body_offset(data):]
+
+
+def part10_body_offset(data: bytes) -> int:
+    """Where a Part 10 file's data set starts: after its File Meta group."""
     if data[128:132] != b"DICM" or data[132:136] != b"\x02\x00\x00\x00":
         raise ValueError("not a DICOM Part 10 file starting with a File Meta group length")
-    meta_length = int.from_bytes(data[140:144], "little")
-    return data[144 + meta_length:]
+    return 144 + int.from_bytes(data[140:144], "little")
 
 
 def _fsync_folder(folder: Path) -> None:

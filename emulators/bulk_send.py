@@ -33,6 +33,8 @@ from pynetdicom.dsutils import encode
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.pdu_primitives import P_DATA
 
+from client import dimse_commands
+
 _PDU_HEADER = struct.Struct(">BBI")  # PDU type 0x04, reserved, length
 _PDV_HEADER = struct.Struct(">IBB")  # item length, presentation context ID, control header
 _NO_LIMIT_FRAGMENT = 1 << 20  # peer with no maximum PDU length: 1 MB PDUs
@@ -138,6 +140,13 @@ def send_msg(assoc: Association, primitive: Any, context_id: int) -> None:
         _queue(assoc, frame(context_id, commands[key], identifier,
                             int(assoc.dimse.maximum_pdu_size or 0)))
         return
+    # A plain response (a C-STORE's, a pending C-MOVE's) packed directly, unless someone
+    # listens for the pynetdicom message object.
+    packed = None if assoc.get_handlers(evt.EVT_DIMSE_SENT) \
+        else dimse_commands.response(primitive)
+    if packed is not None:
+        _queue(assoc, frame(context_id, packed, b"", int(assoc.dimse.maximum_pdu_size or 0)))
+        return
     if primitive.MessageIDBeingRespondedTo is None:
         message = _RQ_TO_MESSAGE[primitive.__class__]()
     else:
@@ -171,19 +180,22 @@ def sending(assoc: Association) -> Iterator[None]:
     pynetdicom pauses the association's own reactor around each send (or it may take
     the response off the queue), and that reactor looks at its pause only once a
     millisecond: ~0.5 ms lost per object. Here it is paused once for the whole run.
-    Its DUL polls the socket every 1 ms when idle, so each response waited ~0.5 ms
-    more; during the run it polls every 50 µs (sleeping, not spinning).
+    Its DUL waits up to 1 ms on the socket when idle, and what this thread queues for it
+    waited out the rest of that wait (~0.5 ms an object); during the run the wait is
+    50 µs (sleeping, not spinning; a response arriving ends it at once).
     """
     dul = cast(Any, assoc.dul)
-    delay = dul._run_loop_delay
+    # The DUL waits in select when client.tcp.wait_on_socket is installed, else it sleeps.
+    knob = "dbdsim_wait" if hasattr(dul, "dbdsim_wait") else "_run_loop_delay"
+    delay = getattr(dul, knob)
     assoc._reactor_checkpoint.clear()
     while not assoc._is_paused and assoc.is_established:
         threading.Event().wait(0.0001)
-    dul._run_loop_delay = _FAST_POLL
+    setattr(dul, knob, _FAST_POLL)
     try:
         yield
     finally:
-        dul._run_loop_delay = delay
+        setattr(dul, knob, delay)
         assoc._reactor_checkpoint.set()
 
 
@@ -196,6 +208,25 @@ def gone(assoc: Association) -> bool:
     destination killed mid-move waited the whole DIMSE timeout (60 s) for its response.
     """
     return not assoc.is_established or bool(assoc.acse.is_aborted())
+
+
+def _store_request(msg_id: int, body: Encoded, originator_aet: str | None,
+                   originator_id: int | None) -> bytes:
+    """A C-STORE request's command set by pynetdicom, for what dimse_commands leaves."""
+    req = C_STORE()
+    req.MessageID = msg_id
+    req.AffectedSOPClassUID = body.sop_class
+    req.AffectedSOPInstanceUID = body.sop_uid
+    req.Priority = 2
+    req.MoveOriginatorApplicationEntityTitle = originator_aet
+    req.MoveOriginatorMessageID = originator_id
+    req.DataSet = BytesIO(b"\0")  # the command then says a data set follows (0x0001)
+    message = C_STORE_RQ()
+    message.primitive_to_message(req)
+    command = encode(message.command_set, True, True)
+    if command is None:
+        raise ValueError("pynetdicom cannot encode the C-STORE request")
+    return command
 
 
 @dataclass(frozen=True)
@@ -236,18 +267,9 @@ def send_c_store(assoc: Association, payload: Dataset | Encoded, *, msg_id: int,
     if not assoc.is_established:
         raise RuntimeError("the association must be established to send a C-STORE")
     context_id, body = encoded(assoc, payload)
-    req = C_STORE()
-    req.MessageID = msg_id
-    req.AffectedSOPClassUID = body.sop_class
-    req.AffectedSOPInstanceUID = body.sop_uid
-    req.Priority = 2
-    req.MoveOriginatorApplicationEntityTitle = originator_aet
-    req.MoveOriginatorMessageID = originator_id
-    req.DataSet = BytesIO(b"\0")  # the command then says a data set follows (0x0001)
-    message = C_STORE_RQ()
-    message.primitive_to_message(req)
-    command = encode(message.command_set, True, True)
-    assert command is not None
+    command = dimse_commands.store_request(msg_id, body.sop_class, body.sop_uid, 2,
+                                           originator_aet, originator_id) \
+        or _store_request(msg_id, body, originator_aet, originator_id)
     _queue(assoc, frame(context_id, command, body.data, int(assoc.dimse.maximum_pdu_size or 0)))
     _cx, rsp = assoc.dimse.get_msg(block=True)
     if rsp is None:
