@@ -31,7 +31,14 @@ from ..dataset_length import cut_short
 from ..faults.data import DataInjector
 from ..faults.dimse import FindInjector, MoveInjector, garbled, other_keys
 from ..faults.model import DBDaemonFaults
-from ..files import Received, archive_path, part10_body, write_part10, write_received
+from ..files import (
+    Received,
+    archive_path,
+    part10_body,
+    part10_body_offset,
+    write_part10,
+    write_received,
+)
 from ..service import Daemon, calling_ae, store_request
 from ..sop_classes import (
     MODEL_OF_UID,
@@ -43,6 +50,7 @@ from ..sop_classes import (
 )
 from ..synthetic.modules import with_file_meta
 from . import move
+from .charset_swap import redeclared
 from .export import charset_of, encode_as, export_refusal, read_as
 from .move import MovePlan, MoveRefused, MovingAE, SubOperation, contexts_for
 from .query import QueryError, Root, find, move_matches
@@ -293,8 +301,11 @@ class DBDaemon(Daemon):
                 return None
             if charset_of(ds) == (destination.export_charset,):
                 body = part10_body(raw)
-            else:  # only the text is re-encoded; the pixel data goes as stored
-                head = encode(encode_as(ds, destination.export_charset),
+            else:  # only the text is re-declared or re-encoded; pixels go as stored
+                head = redeclared(raw[part10_body_offset(raw):pixels_at],
+                                  syntax.is_implicit_VR, syntax.is_little_endian,
+                                  charset_of(ds), destination.export_charset) \
+                    or encode(encode_as(ds, destination.export_charset),
                               syntax.is_implicit_VR, syntax.is_little_endian)
                 if head is None:
                     return None

@@ -1,0 +1,102 @@
+"""The elements of an encoded data set, walked from their headers without decoding.
+
+pydicom reads a value cut short by the end of the stream as a shorter value, and
+decoding a whole data set to read or change a few values costs milliseconds a CT
+slice. Both daemons walk received and stored bytes here instead: to refuse what is not
+whole (:mod:`emulators.dataset_length`) and to re-declare an export's character set
+when no text needs re-encoding (:mod:`emulators.db_daemon.charset_swap`).
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterator
+from typing import NamedTuple
+
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+                       b"UR", b"UT", b"UV"})
+UNDEFINED = 0xFFFFFFFF
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
+_PIXEL_DATA = 0x7FE00010
+
+
+class Truncated(ValueError):
+    """The bytes end, or a length points, past where the data set ends."""
+
+
+class Element(NamedTuple):
+    """One data element (not items or delimiters) as encoded."""
+
+    depth: int  # 0 at the top level, 1 inside a top-level sequence's items, ...
+    tag: int  # (group << 16) | element
+    vr: bytes | None  # None in Implicit VR
+    offset: int  # where its header starts
+    start: int  # where its value starts
+    length: int  # its value's length (UNDEFINED: a sequence or encapsulated data)
+
+
+def elements(body: bytes, implicit: bool, little: bool) -> Iterator[Element]:
+    """Every element of ``body`` in order, nested ones included; Truncated when a
+    defined length runs past its container or an undefined-length sequence or item is
+    never closed (PS3.5 7.5). Iterative: a peer can nest thousands of items."""
+    order = "<" if little else ">"
+    pos = 0
+    # Open containers: (defined end or None, items (True) or elements, implicit VR, hard
+    # end, whether its items hold data sets (a sequence) or bytes (encapsulated pixels))
+    stack: list[tuple[int | None, bool, bool, int, bool]] = [
+        (len(body), False, implicit, len(body), False)]
+    while stack:
+        limit, items, implicit_here, hard, nested = stack[-1]
+        if pos == limit:
+            stack.pop()
+            continue
+        if pos + 8 > hard:
+            raise Truncated(f"ends inside an element header at byte {pos}")
+        group, number, length = struct.unpack_from(order + "HHI", body, pos)
+        tag = (group << 16) | number
+        if group == 0xFFFE:  # item and delimiters: no VR, in every syntax
+            pos += 8
+            closes = _SEQUENCE_END if items else _ITEM_END
+            if tag == closes and limit is None and len(stack) > 1:
+                stack.pop()
+            elif tag == _ITEM and length == UNDEFINED:
+                stack.append((None, False, implicit_here, hard, False))
+            elif tag == _ITEM:
+                if pos + length > hard:
+                    raise Truncated(f"an item of {length} bytes at byte {pos} runs past the end")
+                if nested:  # a sequence item: its elements
+                    stack.append((pos + length, False, implicit_here, pos + length, False))
+                else:  # a fragment of encapsulated pixel data
+                    pos += length
+            continue
+        vr = None if implicit_here else body[pos + 4:pos + 6]
+        if vr is None:
+            head = 8
+        elif vr in _LONG_VRS:
+            if pos + 12 > hard:
+                raise Truncated(f"ends inside an element header at byte {pos}")
+            length, head = struct.unpack_from(order + "I", body, pos + 8)[0], 12
+        else:
+            length, head = struct.unpack_from(order + "H", body, pos + 6)[0], 8
+        depth = sum(1 for container in stack if container[1])
+        yield Element(depth, tag, vr, pos, pos + head, length)
+        pos += head
+        if length == UNDEFINED:  # a sequence or encapsulated pixel data: items
+            fragments = tag == _PIXEL_DATA or vr in (b"OB", b"OW")
+            stack.append((None, True, implicit_here or vr == b"UN", hard, not fragments))
+        elif pos + length > hard:
+            raise Truncated(f"element ({group:04X},{number:04X}) declares {length} bytes, "
+                            f"{hard - pos} remain")
+        elif vr == b"SQ" or (vr is None and _is_sequence(tag)):
+            stack.append((pos + length, True, implicit_here, pos + length, True))
+        else:
+            pos += length
+
+
+def _is_sequence(tag: int) -> bool:
+    from pydicom.datadict import dictionary_VR
+
+    try:
+        return bool(dictionary_VR(tag) == "SQ")
+    except KeyError:
+        return False
