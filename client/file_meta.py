@@ -5,7 +5,8 @@ pydicom FileMetaDataset and encoding that took 0.3 ms an object (element objects
 value validation, a generic writer), as much as a third of the File Daemon's Python
 time per CT slice; its layout is fixed (PS3.10 7.1), so it is packed here directly.
 Values that are not plain printable ASCII (outer spaces, backslashes and empty values
-included), or too long for their VR, are left to pydicom (:func:`header` returns None), which writes or refuses them as it always did.
+included), or too long for their VR, are left to pydicom (:func:`header` returns
+None), which writes or refuses them as it always did.
 """
 
 from __future__ import annotations
