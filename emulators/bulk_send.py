@@ -213,23 +213,24 @@ def sending(assoc: Association) -> Iterator[None]:
     pynetdicom pauses the association's own reactor around each send (or it may take
     the response off the queue), and that reactor looks at its pause only once a
     millisecond: ~0.5 ms lost per object. Here it is paused once for the whole run.
-    Its DUL waits up to 1 ms on the socket when idle, and what this thread queues for it
-    waited out the rest of that wait (~0.5 ms an object); during the run the wait is
-    50 µs (sleeping, not spinning; a response arriving ends it at once).
+    This thread writes its requests itself (:func:`_write`) and the DUL wakes when a
+    response arrives (:func:`client.tcp.wait_on_socket`). A DUL without that wait (no
+    plain socket) sleeps 1 ms between looks: for the run it sleeps 50 µs instead.
     """
     _install(assoc)
     dul = cast(Any, assoc.dul)
-    # The DUL waits in select when client.tcp.wait_on_socket is installed, else it sleeps.
-    knob = "dbdsim_wait" if hasattr(dul, "dbdsim_wait") else "_run_loop_delay"
-    delay = getattr(dul, knob)
+    sleeps = not hasattr(dul, "dbdsim_wait")
+    delay = dul._run_loop_delay
     assoc._reactor_checkpoint.clear()
     while not assoc._is_paused and assoc.is_established:
         threading.Event().wait(0.0001)
-    setattr(dul, knob, _FAST_POLL)
+    if sleeps:
+        dul._run_loop_delay = _FAST_POLL
     try:
         yield
     finally:
-        setattr(dul, knob, delay)
+        if sleeps:
+            dul._run_loop_delay = delay
         assoc._reactor_checkpoint.set()
 
 
