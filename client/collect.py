@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from .archive_view import Headers, PatientArchive
+from .early_moves import EarlyMoves
 from .errors import DicomError, Kind, LocalError
 from .files import full_disk, size_text
 from .manifest import Manifest, Outcome
@@ -87,9 +88,14 @@ def collect(settings: Settings, patient_id: str, choice: PlanChoice, *,
         receiver = stack.enter_context(Receiver(settings.aet, settings.recv_port, folder,
                                                 settings.receive_bind))
         session = stack.enter_context(Session(settings, receiver.on_store))
+        # Objects start moving as soon as they are known (not to rtmove itself: what it
+        # receives goes to its output only once the collection is resolved).
+        early = None if settings.to_self else stack.enter_context(EarlyMoves(
+            settings, settings.dest, Folder(verify_dir) if verify_dir is not None else None))
         started = time.monotonic()
         archive = PatientArchive(session, patient_id)
-        resolver = Resolver(archive, Headers(session, receiver))
+        resolver = Resolver(archive, Headers(session, receiver),
+                            on_item=early.start if early is not None else None)
 
         def resolve() -> Manifest:
             return resolver.manifest(resolver.choose(choice))
@@ -100,7 +106,7 @@ def collect(settings: Settings, patient_id: str, choice: PlanChoice, *,
             "finds": session.finds, "header_moves": session.moves})
         if out is not None:
             receiver.redirect(out, {u for i in manifest.items() for u in i.sop_uids})
-        return _move(session, settings, manifest, verify_dir, progress)
+        return _move(session, settings, manifest, verify_dir, progress, early)
     raise AssertionError("unreachable")  # ExitStack does not swallow exceptions
 
 
@@ -121,11 +127,11 @@ def move(settings: Settings, manifest: Manifest, *, verify_dir: Path | None = No
 
 
 def _move(session: Session, settings: Settings, manifest: Manifest, verify_dir: Path | None,
-          progress: ProgressSink | None) -> RunResult:
+          progress: ProgressSink | None, early: EarlyMoves | None = None) -> RunResult:
     watch = _output(settings) or verify_dir
     destination = settings.aet if settings.to_self else settings.dest
     transfer = Transfer(session, destination, Folder(watch) if watch is not None else None,
-                        progress or ProgressSink())
+                        progress or ProgressSink(), early=early)
     started = time.monotonic()
     moves_before = session.moves
     try:
@@ -137,8 +143,9 @@ def _move(session: Session, settings: Settings, manifest: Manifest, verify_dir: 
     if watch is not None:
         problems += reference_problems(moved, transfer.found)
         warnings += charset_warnings(moved, transfer.found)
+    moves = session.moves + (early.moves if early is not None else 0)
     extra = {**moved.extra, "move_seconds": round(time.monotonic() - started, 3),
-             "moves": session.moves - moves_before}
+             "moves": moves - moves_before}
     moved, full = _full_disk(settings, replace(moved, extra=extra), watch, transfer.found)
     return RunResult(moved, problems, full, warnings=warnings)
 

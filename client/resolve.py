@@ -79,8 +79,12 @@ def _text(ds: Dataset | None, keyword: str) -> str:
 class Resolver:
     """Resolves plans of one patient; C-FIND results and headers are shared between plans."""
 
-    def __init__(self, archive: PatientArchive, headers: Headers) -> None:
+    def __init__(self, archive: PatientArchive, headers: Headers,
+                 on_item: Callable[[Item], None] | None = None) -> None:
         self.archive, self.headers = archive, headers
+        # Told of each object to move as soon as it is known, in the collection's order
+        # (an image series before its C-FIND at IMAGE level lists its instances).
+        self.on_item = on_item
         self._dose_plans: dict[str, list[str]] | None = None
 
     # -- plans ------------------------------------------------------------------------
@@ -138,6 +142,7 @@ class Resolver:
         items = [Item(Role.PLAN, plan.instance.series.study_uid, plan.instance.series.uid,
                       (plan.instance.uid,), plan.instance.sop_class_uid, "RTPLAN", plan.label,
                       f"C-FIND RTPLAN in study {plan.instance.series.study_uid}")]
+        self._found(items[0])
         if not plan.readable:
             why = self.headers.problems.get(plan.instance.uid, "it did not arrive")
             warnings.append(f"Plan {name} could not be read ({why}): its structure set and "
@@ -176,6 +181,7 @@ class Resolver:
             items.append(Item(Role.DOSE, dose.series.study_uid, dose.series.uid, (dose.uid,),
                               dose.sop_class_uid or _text(ds, "SOPClassUID"), "RTDOSE",
                               summation, found_by))
+            self._found(items[-1])
             frame = _text(ds, "FrameOfReferenceUID")
             if frame and frames and frame not in frames:
                 warnings.append(f"RT Dose {dose.uid} lies on frame of reference {frame}, not "
@@ -184,6 +190,10 @@ class Resolver:
         items = [_with_class(item, self.headers, self.archive) for item in items]
         return Collection(plan.instance.uid, plan.label, plan.approval, plan.date,
                           tuple(items), tuple(warnings))
+
+    def _found(self, item: Item) -> None:
+        if self.on_item is not None:
+            self.on_item(item)
 
     def _structure_set(self, ss_uid: str, plan_name: str, warnings: list[str],
                        frames: set[str]) -> list[Item]:
@@ -197,6 +207,7 @@ class Resolver:
         items = [Item(Role.STRUCTURE_SET, instance.series.study_uid, instance.series.uid,
                       (ss_uid,), instance.sop_class_uid, "RTSTRUCT", label,
                       f"ReferencedStructureSetSequence of plan {plan_name}")]
+        self._found(items[0])
         if ds is None:
             why = self.headers.problems.get(ss_uid, "it did not arrive")
             warnings.append(f"Structure set {ss_uid} could not be read ({why}): its images "
@@ -219,6 +230,7 @@ class Resolver:
             warnings.append(f"Structure set {ss_name} was drawn on image series {series_uid}, "
                             "which the archive does not have: the collection has no images.")
             return []
+        self._found(Item(Role.IMAGES, series.study_uid, series.uid, (), "", series.modality))
         instances = self.archive.instances(series)
         have = {i.uid for i in instances}
         missing = [u for u in dict.fromkeys(contour_uids) if u not in have]

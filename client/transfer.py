@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, wait
 from dataclasses import dataclass, field, replace
 
 from pydicom.dataset import Dataset
 
+from .early_moves import EarlyMoves, identifier
 from .errors import AssociationFailed, DicomError, Kind
 from .manifest import Item, Manifest, Outcome
 from .session import Progress, Session
@@ -25,6 +27,7 @@ from .verify import Folder, Found, identity_problems
 log = logging.getLogger(__name__)
 
 UID_LIST_CHUNK = 100  # SOP Instance UIDs per move: ~6.5 KB of identifier
+_READ_WHILE_MOVING = 0.05  # seconds between looks at the folder while a series arrives
 
 
 class ProgressSink:
@@ -56,6 +59,7 @@ class Transfer:
     found: dict[str, Found] = field(default_factory=dict)
     delivered: int = 0  # objects the destination took in this run
     uid_lists: bool = True  # whether the server takes a list of SOP Instance UIDs in a move
+    early: EarlyMoves | None = None  # series moves started while resolving
 
     @property
     def settings(self) -> Settings:
@@ -104,7 +108,10 @@ class Transfer:
         attempts = aborts = sent = asked = 0
         error: DicomError | None = None
         refused = 0  # attempts whose sub-operations the server itself reported failed
-        while missing:
+        # A move started while resolving counts as the first attempt, even when what it
+        # brought is all there by now.
+        started = self.early.take(item) if self.early is not None else None
+        while missing or started is not None:
             if attempts > s.retries:
                 break
             if attempts:
@@ -116,7 +123,12 @@ class Transfer:
             attempts += 1
             result: MoveResult | None = None
             try:
-                result, asked = self._move(item, known, expected)
+                if started is not None:  # moved while resolving: its result, as if now
+                    early, started = started, None
+                    result, asked = self._finish_early(early), len(expected)
+                    self.progress.update(item, result.completed + result.failed)
+                else:
+                    result, asked = self._move(item, known, expected)
             except DicomError as exc:
                 if not exc.transient:
                     raise
@@ -200,6 +212,14 @@ class Transfer:
                 self.problems.append(problem)
         return strays
 
+    def _finish_early(self, started: Future[MoveResult]) -> MoveResult:
+        """The early move's result; what arrives meanwhile is read (once: the folder
+        keeps what it read), so checking the series afterwards reads no file again."""
+        while self.folder is not None and not started.done():
+            self.folder.read()
+            wait([started], timeout=_READ_WHILE_MOVING)
+        return started.result()
+
     def _instances(self, item: Item) -> tuple[str, ...]:
         ds = Dataset()
         ds.QueryRetrieveLevel = "IMAGE"
@@ -218,7 +238,7 @@ class Transfer:
             self.progress.update(item, done[0] + completed + failed)
 
         if missing is None or item.level == "IMAGE" or missing >= expected:
-            return self._retrieve(_identifier(item), progress), len(expected)
+            return self._retrieve(identifier(item), progress), len(expected)
         uids = sorted(missing)
         if self.uid_lists and len(uids) > 1:
             # One move naming the missing instances (a UID list, PS3.4 C.4.2.2.1); servers
@@ -226,7 +246,7 @@ class Transfer:
             results = []
             for start in range(0, len(uids), UID_LIST_CHUNK):
                 chunk = uids[start:start + UID_LIST_CHUNK]
-                r = self._retrieve(_identifier(item, chunk), progress)
+                r = self._retrieve(identifier(item, chunk), progress)
                 refusal = move_failure(self.settings, self.destination, r)
                 # A transient failure (the destination unreachable, 0xA702) says nothing
                 # about lists: taking it for a refusal cost one move per instance.
@@ -241,16 +261,16 @@ class Transfer:
                 return _sum(results), len(uids)
         results = []
         for uid in uids:
-            r = self._retrieve(_identifier(item, [uid]), progress)
+            r = self._retrieve(identifier(item, [uid]), progress)
             done[0] += r.completed + r.failed + r.warning
             results.append(r)
         return _sum(results), len(uids)
 
 
-    def _retrieve(self, identifier: Dataset, progress: Progress) -> MoveResult:
+    def _retrieve(self, keys: Dataset, progress: Progress) -> MoveResult:
         if self.destination == self.settings.aet:
-            return self.session.fetch(identifier, progress)  # C-GET where the site allows
-        return self.session.move(identifier, self.destination, progress)
+            return self.session.fetch(keys, progress)  # C-GET where the site allows
+        return self.session.move(keys, self.destination, progress)
 
 
 def _refusal_note(aec: str, item: Item, attempts: int) -> str:
@@ -269,14 +289,3 @@ def _sum(results: list[MoveResult]) -> MoveResult:
                       sum(r.failed for r in results), sum(r.warning for r in results), 0,
                       tuple(u for r in results for u in r.failed_uids),
                       next((r.comment for r in results if r.comment), ""))
-
-
-def _identifier(item: Item, sop_uids: list[str] | None = None) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = "IMAGE" if sop_uids or item.level == "IMAGE" else "SERIES"
-    ds.StudyInstanceUID = item.study_uid
-    ds.SeriesInstanceUID = item.series_uid
-    if ds.QueryRetrieveLevel == "IMAGE":
-        uids = sop_uids or list(item.sop_uids)
-        ds.SOPInstanceUID = uids[0] if len(uids) == 1 else uids
-    return ds

@@ -1,0 +1,97 @@
+"""A collection's objects moved while the rest of it is still being resolved.
+
+``collect`` first resolved the whole collection (C-FINDs, the RT objects' headers moved
+to rtmove and read), then moved it: against dcmqrscp, 120 slices, resolving took 0.19 s
+beside 0.6 s of moves, all of it added to the run. The image series is most of the
+data, and it is known once the structure set is read, before its own C-FIND at IMAGE
+level (120 matches: 0.12 s of those 0.19). Here each object starts moving as soon as
+resolution names it, on a second association, one move at a time in the order the
+transfer would have moved them (plan, structure set, images, doses: a destination
+that fills up or fails after N objects fails the same ones); the transfer then takes
+each result instead of moving the object again, and retries what needs it as before.
+
+Only first moves start early: when rtmove can see the destination folder and some of
+an object or series is already there, the transfer moves just what is missing, as
+before (a re-run after a failure moves nothing twice).
+"""
+
+from __future__ import annotations
+
+import logging
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from pydicom.dataset import Dataset
+
+from .errors import DicomError
+from .manifest import Item
+from .session import Session
+from .settings import Settings
+from .statuses import MoveResult
+from .verify import Folder
+
+log = logging.getLogger(__name__)
+
+
+def identifier(item: Item, sop_uids: list[str] | None = None) -> Dataset:
+    """The C-MOVE identifier of ``item``, or of just ``sop_uids`` of it."""
+    ds = Dataset()
+    ds.QueryRetrieveLevel = "IMAGE" if sop_uids or item.level == "IMAGE" else "SERIES"
+    ds.StudyInstanceUID = item.study_uid
+    ds.SeriesInstanceUID = item.series_uid
+    if ds.QueryRetrieveLevel == "IMAGE":
+        uids = sop_uids or list(item.sop_uids)
+        ds.SOPInstanceUID = uids[0] if len(uids) == 1 else uids
+    return ds
+
+
+class EarlyMoves:
+    """``with EarlyMoves(settings, destination, folder) as early:``; :meth:`start` a
+    series when it is known, :meth:`take` its move's result when its turn comes."""
+
+    def __init__(self, settings: Settings, destination: str, folder: Folder | None) -> None:
+        self.destination = destination
+        self.folder = folder
+        self.session = Session(settings)  # its own association: one operation at a time
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtmove-early-move")
+        self._started: dict[tuple[str, str, tuple[str, ...]], Future[MoveResult]] = {}
+
+    def __enter__(self) -> EarlyMoves:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def moves(self) -> int:
+        return self.session.moves
+
+    def start(self, item: Item) -> None:
+        """Move ``item`` now (after those started before it), unless some of it is
+        already where it goes."""
+        if item.key in self._started:
+            return
+        if self.folder is not None:
+            found, _ = self.folder.read()
+            if any(f.series_uid == item.series_uid if item.level == "SERIES"
+                   else f.sop_uid in item.sop_uids for f in found.values()):
+                return
+        log.info("moving %s %s to %s while the rest is resolved", item.modality,
+                 item.series_uid if item.level == "SERIES" else item.sop_uids[0],
+                 self.destination)
+        self._started[item.key] = self._pool.submit(self.session.move, identifier(item),
+                                                    self.destination)
+
+    def take(self, item: Item) -> Future[MoveResult] | None:
+        """The early move of ``item``, if one was started (its result raises the move's
+        DicomError, as :meth:`Session.move` does)."""
+        return self._started.pop(item.key, None)
+
+    def close(self) -> None:
+        """Wait for moves under way (an abandoned one would still be sending), then
+        release the association."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        for future in self._started.values():  # started but never taken: say how they ended
+            if not future.cancelled() and isinstance(future.exception(), DicomError):
+                log.info("an early move ended in an error: %s", future.exception())
+        self._started.clear()
+        self.session.close()
