@@ -16,10 +16,11 @@
   File Daemon's time per CT slice from storescu went on such waits. Here it sleeps in
   ``select`` on the socket for as long, so arriving data wakes it at once. What other
   threads queue for it is still looked at after each wait, as before. An idle DUL
-  waits longer each time, up to 10 ms: sixteen C-MOVEs at once kept 32 DUL threads
-  waking 1,000 times a second each, for nothing, and the GIL they took cost the moves
-  a core (their requests are written by the sending threads themselves, and a reply
-  from the peer still ends the wait at once).
+  in data transfer waits longer each time, up to 10 ms: sixteen C-MOVEs at once kept 32
+  DUL threads waking 1,000 times a second each, for nothing, and the GIL they took cost
+  the moves a core (their requests are written by the sending threads themselves, and a
+  reply from the peer still ends the wait at once). Outside data transfer it stays at
+  1 ms: an ending association holds its slot until its DUL sees it is told to stop.
 """
 
 from __future__ import annotations
@@ -127,14 +128,16 @@ def wait_on_socket(event: Event) -> None:
     dul.dbdsim_wait = dul._run_loop_delay
     dul._run_loop_delay = 0  # the loop's own sleep: the wait below replaces it
     is_transport_event, process = dul._is_transport_event, dul._process_recv_primitive
-    events, requests = dul.event_queue, dul.to_provider_queue
+    events, requests, machine = dul.event_queue, dul.to_provider_queue, dul.state_machine
     wait = [dul.dbdsim_wait]  # the next idle wait
 
     def transport_event() -> bool:
         if events.empty() and not requests.queue and sock.fileno() >= 0:
             # Closed meanwhile (OSError, ValueError): pynetdicom's own look says so.
             with contextlib.suppress(OSError, ValueError):
-                if select.select([sock], [], [], wait[0])[0]:
+                if select.select([sock], [], [], wait[0])[0] or machine.current_state != "Sta6":
+                    # Outside data transfer (releasing, closing, closed) the association's
+                    # thread waits for this DUL to end, and holds a slot until it does.
                     wait[0] = dul.dbdsim_wait
                 else:
                     wait[0] = min(wait[0] * 2, max(_LONGEST_IDLE_WAIT, dul.dbdsim_wait))
