@@ -12,7 +12,9 @@ each result instead of moving the object again, and retries what needs it as bef
 
 Only first moves start early: when rtmove can see the destination folder and some of
 an object or series is already there, the transfer moves just what is missing, as
-before (a re-run after a failure moves nothing twice).
+before (a re-run after a failure moves nothing twice). A DB Daemon that will not open a
+second association (its limit reached, or one per calling AE) is asked once: the
+transfer then moves everything itself, as before, with no retry spent on it.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ def identifier(item: Item, sop_uids: list[str] | None = None) -> Dataset:
     return ds
 
 
+class Unavailable(Exception):
+    """The early moves' association could not be opened: the transfer moves the object."""
+
+
 class EarlyMoves:
     """``with EarlyMoves(settings, destination, folder) as early:``; :meth:`start` a
     series when it is known, :meth:`take` its move's result when its turn comes."""
@@ -54,6 +60,7 @@ class EarlyMoves:
         self.session = Session(settings)  # its own association: one operation at a time
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtmove-early-move")
         self._started: dict[tuple[str, str, tuple[str, ...]], Future[MoveResult]] = {}
+        self._refused: DicomError | None = None  # why the association could not be opened
 
     def __enter__(self) -> EarlyMoves:
         return self
@@ -78,12 +85,23 @@ class EarlyMoves:
         log.info("moving %s %s to %s while the rest is resolved", item.modality,
                  item.series_uid if item.level == "SERIES" else item.sop_uids[0],
                  self.destination)
-        self._started[item.key] = self._pool.submit(self.session.move, identifier(item),
-                                                    self.destination)
+        self._started[item.key] = self._pool.submit(self._move, identifier(item))
+
+    def _move(self, keys: Dataset) -> MoveResult:
+        if self._refused is None:
+            try:
+                self.session.connect()
+            except DicomError as exc:
+                log.info("no second association with the DB Daemon (%s): objects move once "
+                         "the collection is resolved", exc)
+                self._refused = exc
+        if self._refused is not None:
+            raise Unavailable(str(self._refused))
+        return self.session.move(keys, self.destination)
 
     def take(self, item: Item) -> Future[MoveResult] | None:
         """The early move of ``item``, if one was started (its result raises the move's
-        DicomError, as :meth:`Session.move` does)."""
+        DicomError, as :meth:`Session.move` does, or :class:`Unavailable`)."""
         return self._started.pop(item.key, None)
 
     def close(self) -> None:

@@ -142,6 +142,10 @@ class Session:
 
     # -- association ------------------------------------------------------------------
 
+    def connect(self) -> None:
+        """Open the association now (a DicomError if it cannot be), not at the first use."""
+        self._association()
+
     def _association(self) -> Association:
         if self._assoc is not None and self._assoc.is_established:
             return self._assoc

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field, replace
 
 from pydicom.dataset import Dataset
 
-from .early_moves import EarlyMoves, identifier
+from .early_moves import EarlyMoves, Unavailable, identifier
 from .errors import AssociationFailed, DicomError, Kind
 from .manifest import Item, Manifest, Outcome
 from .session import Progress, Session
@@ -123,9 +123,11 @@ class Transfer:
             attempts += 1
             result: MoveResult | None = None
             try:
-                if started is not None:  # moved while resolving: its result, as if now
-                    early, started = started, None
-                    result, asked = self._finish_early(early), len(expected)
+                early, started = started, None
+                if early is not None:  # moved while resolving: its result, as if now
+                    result = self._finish_early(early)
+                if result is not None:
+                    asked = len(expected)
                     self.progress.update(item, result.completed + result.failed)
                 else:
                     result, asked = self._move(item, known, expected)
@@ -212,13 +214,17 @@ class Transfer:
                 self.problems.append(problem)
         return strays
 
-    def _finish_early(self, started: Future[MoveResult]) -> MoveResult:
-        """The early move's result; what arrives meanwhile is read (once: the folder
-        keeps what it read), so checking the series afterwards reads no file again."""
+    def _finish_early(self, started: Future[MoveResult]) -> MoveResult | None:
+        """The early move's result (None: it could not be made, move it now); what
+        arrives meanwhile is read (once: the folder keeps what it read), so checking the
+        series afterwards reads no file again."""
         while self.folder is not None and not started.done():
             self.folder.read()
             wait([started], timeout=_READ_WHILE_MOVING)
-        return started.result()
+        try:
+            return started.result()
+        except Unavailable:
+            return None
 
     def _instances(self, item: Item) -> tuple[str, ...]:
         ds = Dataset()

@@ -5,6 +5,7 @@ fault moves only what is missing."""
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from client.cli import main
 from client.site import Model, Quirks, Site
 from emulators.archive import Archive
 from emulators.db_daemon import DBDaemon
+from emulators.faults.model import AssociationFaults, DBDaemonFaults
 from emulators.file_daemon import FileDaemon
 from emulators.serve import with_ports
 from emulators.synthetic import PatientRecipe
@@ -314,3 +316,21 @@ def test_objects_move_while_the_collection_is_still_resolved(
         assert to_fd[0] < to_self[-1], destinations
         assert in_folder(fd.output) == collection(recipe)
         assert fd.stored == len(collection(recipe))  # each object stored once
+
+
+def test_a_daemon_refusing_a_second_association_gets_each_object_moved_once(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    """One association per client at a time (local limit exceeded beyond it): the early
+    moves' association is asked for once, and the transfer moves everything itself, at
+    once, with no retry spent."""
+    recipe = archive.recipe(0)
+    with daemons(tmp_path, archive) as (site, dbd, fd):
+        dbd.inject(DBDaemonFaults(association=AssociationFaults(max_concurrent=1)))
+        with caplog.at_level(logging.WARNING, logger="dbdsim"):
+            code, report = rtmove(site, recipe, capsys, "--retries", "0")
+        assert code == 0, report
+        assert in_folder(fd.output) == collection(recipe)
+        assert fd.stored == len(collection(recipe))
+        rejected = [r for r in caplog.records if "live associations, more than" in r.message]
+        assert len(rejected) == 1, [r.message for r in rejected]
