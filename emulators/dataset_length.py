@@ -11,16 +11,17 @@ import zlib
 
 from pydicom.uid import UID
 
-from .raw_elements import Truncated, elements
+from .raw_elements import Malformed, Truncated, elements
 
 
 def cut_short(body: bytes, transfer_syntax: UID) -> str | None:
-    """Why ``body`` (a data set as received) is not whole, or None when it is.
+    """Why ``body`` (a data set as received) is not whole or not readable, or None.
 
     pydicom reads a value cut short by the end of the stream as a shorter value, so a
     C-STORE whose last PDU was lost decoded "fine" and was stored as a partial file.
     Every defined length must fit in its container, every undefined-length sequence
-    and item must be closed (PS3.5 7.5); values are skipped, not decoded.
+    and item must be closed (PS3.5 7.5), every Explicit VR one PS3.5 defines; values
+    are skipped, not decoded.
     """
     if transfer_syntax.is_deflated:
         inflater = zlib.decompressobj(-zlib.MAX_WBITS)
@@ -34,6 +35,6 @@ def cut_short(body: bytes, transfer_syntax: UID) -> str | None:
         for _element in elements(body, transfer_syntax.is_implicit_VR,
                                  transfer_syntax.is_little_endian):
             pass
-    except Truncated as exc:
+    except (Truncated, Malformed) as exc:
         return str(exc)
     return None

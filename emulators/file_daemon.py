@@ -131,9 +131,10 @@ class FileDaemon(Daemon):
                             "SOP Class/Instance UID differ from the C-STORE request")
         problem = cut_short(body, event.context.transfer_syntax)
         if problem is not None:  # pydicom read it "fine": it would be stored partial
-            self.log.warning("File Daemon refuses %s from %r: the data set is cut short: %s",
-                             sop_uid, calling, problem)
-            return failure(CANNOT_UNDERSTAND, f"the data set is cut short: {problem}")
+            self.log.warning("File Daemon refuses %s from %r: the data set is cut short or "
+                             "malformed: %s", sop_uid, calling, problem)
+            return failure(CANNOT_UNDERSTAND,
+                           f"the data set is cut short or malformed: {problem}")
         seen, refusal = self.store_faults.before(self.stopping,
                                                  lambda: not event.assoc.is_established)
         if refusal is not None:

@@ -13,6 +13,8 @@ import struct
 from collections.abc import Iterator
 from typing import NamedTuple
 
+from pydicom.valuerep import VR
+
 _LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                        b"UR", b"UT", b"UV"})
 UNDEFINED = 0xFFFFFFFF
@@ -22,6 +24,13 @@ _PIXEL_DATA = 0x7FE00010
 
 class Truncated(ValueError):
     """The bytes end, or a length points, past where the data set ends."""
+
+
+class Malformed(ValueError):
+    """An element no reader can decode: an Explicit VR that is none of PS3.5's."""
+
+
+_VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)  # PS3.5 6.2
 
 
 class Element(NamedTuple):
@@ -38,7 +47,9 @@ class Element(NamedTuple):
 def elements(body: bytes, implicit: bool, little: bool) -> Iterator[Element]:
     """Every element of ``body`` in order, nested ones included; Truncated when a
     defined length runs past its container or an undefined-length sequence or item is
-    never closed (PS3.5 7.5). Iterative: a peer can nest thousands of items."""
+    never closed (PS3.5 7.5), Malformed at an Explicit VR that is none of PS3.5's
+    (pydicom stores it, then cannot decode it). Iterative: a peer can nest thousands of
+    items."""
     order = "<" if little else ">"
     pos = 0
     # Open containers: (defined end or None, items (True) or elements, implicit VR, hard
@@ -70,6 +81,8 @@ def elements(body: bytes, implicit: bool, little: bool) -> Iterator[Element]:
                     pos += length
             continue
         vr = None if implicit_here else body[pos + 4:pos + 6]
+        if vr is not None and vr not in _VRS:
+            raise Malformed(f"element ({group:04X},{number:04X}) has no valid VR ({vr!r})")
         if vr is None:
             head = 8
         elif vr in _LONG_VRS:

@@ -322,8 +322,9 @@ class DBDaemon(Daemon):
         problem = cut_short(body, event.context.transfer_syntax)
         if problem is not None:  # pydicom reads it "fine": it would be imported partial
             self.log.warning("DB Daemon refuses an object from %r: the data set is cut "
-                             "short: %s", calling, problem)
-            return failure(UNABLE_TO_PROCESS, f"the data set is cut short: {problem}")
+                             "short or malformed: %s", calling, problem)
+            return failure(UNABLE_TO_PROCESS,
+                           f"the data set is cut short or malformed: {problem}")
         override = entry is not None and entry.charset_override
         try:
             ds = event.dataset

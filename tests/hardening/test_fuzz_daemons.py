@@ -781,6 +781,22 @@ def test_store_with_other_instance_uid_refused_by_db_daemon(stage: Stage) -> Non
 
 
 @pytest.mark.parametrize("daemon", ["db", "fd"])
+def test_store_with_an_unknown_vr_is_refused(stage: Stage, daemon: str) -> None:
+    """A flipped byte made PatientName's VR 'P\\xb1': the File Daemon stored the object
+    (pydicom reads it, then cannot decode that element); now it is refused, not kept."""
+    server = stage.dbd if daemon == "db" else stage.fd
+    case = dataclasses.replace(TRUNCATED_STORE, body_mutation="none", explicit=True)
+    body, _whole = case.body()
+    flipped = body.replace(b"\x10\x00\x10\x00PN", b"\x10\x00\x10\x00P\xb1", 1)
+    assert flipped != body
+    with watching(stage):
+        outcome = dimse_case(server.port, _rq(server), message(13, case.command(), flipped),
+                             TIMING, expect_response=True)
+        assert outcome.kind is Kind.RESPONSE and outcome.status in (0xC000, 0x0110), outcome
+        assert case.sop_uid.decode() not in {p.name for p in stage.fd_out.rglob("*.dcm")}
+
+
+@pytest.mark.parametrize("daemon", ["db", "fd"])
 def test_a_lying_pdu_length_is_not_buffered(stage: Stage, daemon: str) -> None:
     """A PDU header claiming 2 GB, then bytes streamed after it: the daemon closes the
     connection at once instead of buffering them until the peer stops (client.tcp)."""
@@ -847,4 +863,5 @@ def _summary_lines(stage: Stage) -> list[str]:
     details = ", ".join(f"{label} {n}" for label, n in sorted(tally.by_detail.items()))
     lines.append(f"  by status or reason: {details}")
     return lines
+
 
