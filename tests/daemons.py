@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 import pydicom
 from pynetdicom import AE
 from pynetdicom.association import Association
+from pynetdicom.events import EventHandlerType
 
 from client.site import Site, TrustedAE, default_site
 from emulators.archive import Archive
@@ -81,11 +82,12 @@ def assert_same_object(got: Path, want: Path) -> None:
 
 
 @contextmanager
-def associated(ae: AE, host: str, port: int, called: str) -> Iterator[Association]:
+def associated(ae: AE, host: str, port: int, called: str,
+               handlers: Sequence[EventHandlerType] = ()) -> Iterator[Association]:
     """``ae``'s association (maybe rejected) with ``called``: released if established,
     and ``ae`` shut down, after the block."""
     try:
-        assoc = ae.associate(host, port, ae_title=called)
+        assoc = ae.associate(host, port, ae_title=called, evt_handlers=list(handlers))
         try:
             yield assoc
         finally:

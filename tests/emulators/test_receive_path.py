@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import pydicom
 import pytest
-from daemons import LOOPBACK, make_site
+from daemons import LOOPBACK, associated, make_site
 from hardening.fuzz_pdus import (
     ABORT,
     ABORT_PDU,
@@ -198,16 +198,9 @@ def requestor(port: int, *, max_pdu: int = SMALL_PDU,
     ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
     ae.add_requested_context(CTImageStorage, [ImplicitVRLittleEndian])
     ae.add_requested_context(VERIFICATION_UID)
-    try:
-        assoc = ae.associate(LOOPBACK, port, ae_title=FD_AE, evt_handlers=list(handlers))
+    with associated(ae, LOOPBACK, port, FD_AE, handlers) as assoc:
         assert assoc.is_established
-        try:
-            yield assoc
-        finally:
-            if assoc.is_established:
-                assoc.release()
-    finally:
-        ae.shutdown()
+        yield assoc
 
 
 @contextmanager
