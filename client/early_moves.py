@@ -51,8 +51,9 @@ class Unavailable(Exception):
 
 
 class EarlyMoves:
-    """``with EarlyMoves(settings, destination, folder) as early:``; :meth:`start` a
-    series when it is known, :meth:`take` its move's result when its turn comes."""
+    """``with EarlyMoves(settings, destination, folder) as early:``; :meth:`start` each
+    object (an RT object or a series) when it is known, :meth:`take` its move's result
+    when its turn comes."""
 
     def __init__(self, settings: Settings, destination: str, folder: Folder | None) -> None:
         self.destination = destination

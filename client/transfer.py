@@ -59,7 +59,7 @@ class Transfer:
     found: dict[str, Found] = field(default_factory=dict)
     delivered: int = 0  # objects the destination took in this run
     uid_lists: bool = True  # whether the server takes a list of SOP Instance UIDs in a move
-    early: EarlyMoves | None = None  # series moves started while resolving
+    early: EarlyMoves | None = None  # moves started while the collection was resolved
 
     @property
     def settings(self) -> Settings:

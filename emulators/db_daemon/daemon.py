@@ -299,12 +299,13 @@ class DBDaemon(Daemon):
             if pixel_problem(ds, fh, len(raw)) or syntax.is_deflated \
                     or str(ds.get("SOPInstanceUID", "")) != sop_uid:
                 return None
-            if charset_of(ds) == (destination.export_charset,):
+            stored = charset_of(ds)
+            if stored == (destination.export_charset,):
                 body = part10_body(raw)
             else:  # only the text is re-declared or re-encoded; pixels go as stored
                 head = redeclared(raw[part10_body_offset(raw):pixels_at],
                                   syntax.is_implicit_VR, syntax.is_little_endian,
-                                  charset_of(ds), destination.export_charset) \
+                                  stored, destination.export_charset) \
                     or encode(encode_as(ds, destination.export_charset),
                               syntax.is_implicit_VR, syntax.is_little_endian)
                 if head is None:
