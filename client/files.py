@@ -291,7 +291,7 @@ class Received(StrEnum):
     REPLACED = "replaced"  # a duplicate with other bytes: the new one wins
 
 
-def write_received(path: Path, body: bytes, sop_class: str, sop_uid: str,
+def write_received(path: Path, body: bytes | bytearray, sop_class: str, sop_uid: str,
                    transfer_syntax: str, source_ae: str, root: Path | None = None, *,
                    sync: bool = True) -> Received:
     """Store a received dataset as Part 10, its bytes and transfer syntax untouched.

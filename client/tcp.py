@@ -77,13 +77,10 @@ def bound_reads(event: Event) -> None:
     sock = plain_socket(transport)
     if limit is None or sock is None:
         return
-    local = assoc.acceptor if assoc.is_acceptor else assoc.requestor
 
     def recv(nr_bytes: int) -> bytearray:
         # pynetdicom's contract: up to nr_bytes, fewer only when the peer closed.
-        ours = local.maximum_length  # None until set, 0: no limit
-        longest = _LONGEST_OTHER_PDU if ours is None else max(ours, _LONGEST_OTHER_PDU) \
-            if ours else None
+        longest = longest_pdu(assoc)
         if longest is not None and nr_bytes > longest:
             raise ConnectionError(f"a PDU of {nr_bytes} bytes, longer than the {longest} "
                                   "this end accepts")
@@ -111,6 +108,16 @@ def bound_reads(event: Event) -> None:
 
     cast_transport: Any = transport
     cast_transport.recv = recv
+
+
+def longest_pdu(assoc: Any) -> int | None:
+    """The longest PDU body this end of ``assoc`` reads (None: no limit), as
+    :func:`bound_reads` enforces it."""
+    local = assoc.acceptor if assoc.is_acceptor else assoc.requestor
+    ours = local.maximum_length  # None until set, 0: no limit
+    if ours is None:
+        return _LONGEST_OTHER_PDU
+    return max(ours, _LONGEST_OTHER_PDU) if ours else None
 
 
 def wait_on_socket(event: Event) -> None:

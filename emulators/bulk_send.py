@@ -193,6 +193,13 @@ def send_msg(assoc: Association, primitive: Any, context_id: int) -> None:
     _queue(assoc, b"".join(P_DATA_TF(fragment).encode() for fragment in fragments))
 
 
+def send_response(assoc: Association, context_id: int, command: bytes) -> None:
+    """Send a response whose command set is already packed, and nothing else (no data
+    set): as :func:`send_msg` sends one, without a primitive to pack it from."""
+    assoc.dul._idle_timer.restart()  # as send_msg: a response is activity
+    _queue(assoc, frame(context_id, command, b"", int(assoc.dimse.maximum_pdu_size or 0)))
+
+
 def rewrite_identifiers(assoc: Association, rewrite: Callable[[bytes], bytes] | None,
                         ) -> None:
     """Pass the identifier of each C-FIND response sent on ``assoc`` through ``rewrite``

@@ -10,25 +10,33 @@ from __future__ import annotations
 
 import errno
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
+from pynetdicom.association import Association
 from pynetdicom.events import Event, EventHandlerType
+from pynetdicom.presentation import PresentationContext
 
+from client.dimse_commands import StoreRequest
 from client.files import remove_stale_temp_files
 from client.site import Site
 from client.statuses import failure_status as failure
 
+from . import store_lane
 from .archive.from_dataset import text_value
+from .dataset_head import CHARSET, StoreValues, plain_text, plain_values, whole_head
 from .dataset_length import cut_short
 from .faults.model import FileDaemonFaults
 from .faults.storage import StoreInjector
 from .files import TEMP_PREFIX, Received, archive_path, safe_name, write_received
 from .inline_store import serve_stores_inline
-from .log_policy import note_output_folder
+from .log_policy import HANDLERS as LOG_POLICY_HANDLERS
+from .log_policy import note_output_folder, note_raw
 from .pynetdicom_guards import misdirected
-from .service import Daemon, calling_ae, store_request
+from .service import Daemon, calling_ae, calling_ae_from, store_request
 from .sop_classes import STORAGE, STORAGE_TRANSFER_SYNTAXES, VERIFICATION, register_private_classes
 
 # C-STORE statuses (PS3.4 B.2.3).
@@ -60,6 +68,11 @@ class FileDaemon(Daemon):
         # when it comes again under another patient ID or modality (another path).
         self._files: dict[str, Path] = {}
         self.store_faults = StoreInjector(self.log)
+        # EVT_DIMSE_RECV handlers the lane stands in for: the log policy's (it notes the
+        # identifiers itself) and the trust policy's (C-MOVE destinations only).
+        self._own_dimse_recv = [bound[1] for bound in
+                                (*LOG_POLICY_HANDLERS, *self.policy.handlers())
+                                if bound[0] is evt.EVT_DIMSE_RECV]
         register_private_classes()
         for uid in STORAGE.values():
             self.ae.add_supported_context(uid, STORAGE_TRANSFER_SYNTAXES)
@@ -77,8 +90,19 @@ class FileDaemon(Daemon):
         assoc = event.assoc
         assoc.acceptor.supported_contexts = self.store_faults.negotiable(
             assoc.acceptor.supported_contexts)
-        serve_stores_inline(assoc, lambda request, context_id: not (
+        turns = serve_stores_inline(assoc, lambda request, context_id: not (
             self.store_faults.faults.write_delay or misdirected(assoc, request, context_id)))
+        store_lane.install(assoc, turns, self._plain_store, lambda: self._lane_may_serve(assoc))
+
+    def _lane_may_serve(self, assoc: Association) -> bool:
+        """Whether what the lane leaves out would change nothing: no fault that delays
+        the answer, and no handler but the daemon's own on the events it bypasses."""
+        if self.store_faults.faults.write_delay:
+            return False
+        store = assoc.get_handlers(evt.EVT_C_STORE)
+        return isinstance(store, tuple) and store[0] == self._on_store and all(
+            handler in self._own_dimse_recv for handler, _args in
+            cast(list[Any], assoc.get_handlers(evt.EVT_DIMSE_RECV)))
 
     def on_stop(self) -> None:
         self.store_faults.join()
@@ -115,36 +139,55 @@ class FileDaemon(Daemon):
         calling = calling_ae(event)
         try:
             ds = event.dataset
-            sop_uid = str(ds.SOPInstanceUID)
-            sop_class = str(ds.SOPClassUID)
-            patient_id = text_value(ds, "PatientID")
-            modality = text_value(ds, "Modality") or "OT"
+            values = _values(ds)
         except Exception as exc:  # any decoding failure of peer data is the peer's fault
             self.log.warning("File Daemon cannot read the dataset %s from %r: %s",
                              request.AffectedSOPInstanceUID, calling, exc)
             return failure(CANNOT_UNDERSTAND, f"cannot decode the dataset: {exc}")
-        if sop_uid != str(request.AffectedSOPInstanceUID) \
-                or sop_class != str(request.AffectedSOPClassUID):
+        if (values.sop_uid, values.sop_class) != (str(request.AffectedSOPInstanceUID),
+                                                  str(request.AffectedSOPClassUID)):
             self.log.warning("File Daemon refuses %s from %r: the dataset says %s/%s",
-                             request.AffectedSOPInstanceUID, calling, sop_class, sop_uid)
+                             request.AffectedSOPInstanceUID, calling, values.sop_class,
+                             values.sop_uid)
             return failure(DATASET_DOES_NOT_MATCH_SOP_CLASS,
                             "SOP Class/Instance UID differ from the C-STORE request")
         problem = cut_short(body, event.context.transfer_syntax)
         if problem is not None:  # pydicom read it "fine": it would be stored partial
             self.log.warning("File Daemon refuses %s from %r: the data set is cut short or "
-                             "malformed: %s", sop_uid, calling, problem)
+                             "malformed: %s", values.sop_uid, calling, problem)
             return failure(CANNOT_UNDERSTAND,
                            f"the data set is cut short or malformed: {problem}")
+        return self._keep(event.assoc, values, body, str(event.context.transfer_syntax),
+                          calling)
+
+    def _plain_store(self, assoc: Association, context: PresentationContext,
+                     request: StoreRequest, body: bytearray,
+                     ) -> Callable[[], int | Dataset] | None:
+        """:mod:`emulators.store_lane`'s way in: the store of a data set that is whole,
+        plain (:func:`emulators.dataset_head.plain_values`) and matches its request, or
+        None (anything else is left to :meth:`_on_store`, which says what is wrong)."""
+        syntax = context.transfer_syntax[0]
+        head = whole_head(body, syntax)
+        values = None if head is None else plain_values(head)
+        if head is None or values is None \
+                or (values.sop_uid, values.sop_class) != (request.sop_uid, request.sop_class):
+            return None
+        note_raw(head, plain_text(head.get(CHARSET, b"")) or "")  # as log_policy's handler
+        return lambda: self._keep(assoc, values, body, str(syntax), calling_ae_from(assoc))
+
+    def _keep(self, assoc: Association, values: StoreValues, body: bytes | bytearray,
+              transfer_syntax: str, calling: str) -> int | Dataset:
+        """Write a data set that is whole and matches its request (faults permitting)."""
         seen, refusal = self.store_faults.before(self.stopping,
-                                                 lambda: not event.assoc.is_established)
+                                                 lambda: not assoc.is_established)
         if refusal is not None:
             return failure(*refusal)
-        path = self.path_for(patient_id, modality, sop_uid)
+        sop_uid = values.sop_uid
+        path = self.path_for(values.patient_id, values.modality, sop_uid)
 
         def write() -> Received:
-            outcome = write_received(path, body, sop_class, sop_uid,
-                                     str(event.context.transfer_syntax), calling,
-                                     root=self.output, sync=self.sync)
+            outcome = write_received(path, body, values.sop_class, sop_uid, transfer_syntax,
+                                     calling, root=self.output, sync=self.sync)
             self._written(outcome, path, sop_uid, calling)
             return outcome
 
@@ -172,6 +215,11 @@ class FileDaemon(Daemon):
                                  "modality); that file is replaced by %s", sop_uid,
                                  previous, path)
                 previous.unlink(missing_ok=True)
+
+
+def _values(ds: Dataset) -> StoreValues:
+    return StoreValues(str(ds.SOPInstanceUID), str(ds.SOPClassUID), text_value(ds, "PatientID"),
+                   text_value(ds, "Modality") or "OT")
 
 
 def _modified(path: Path) -> int:

@@ -28,7 +28,23 @@ from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_STORE
 
 
-def serve_stores_inline(assoc: Association, allowed: Callable[[Any, int], bool]) -> None:
+class Turns:
+    """Whose turn it is to serve a request on one association: the reactor's, the DUL
+    thread's (this module), or :mod:`emulators.store_lane`'s. One at a time, in the
+    order requests arrived."""
+
+    def __init__(self, dimse: Any) -> None:
+        self.lock = threading.Lock()  # the reactor's taking of a message, and ours
+        self.busy = False  # a request is being served (by any of them)
+        self._waiting = dimse.msg_queue
+
+    def idle(self) -> bool:
+        """Nothing is being served, and nothing waits to be: the next request may be
+        served at once, on the thread that has it."""
+        return not self.busy and not self._waiting.qsize()
+
+
+def serve_stores_inline(assoc: Association, allowed: Callable[[Any, int], bool]) -> Turns:
     """Serve ``assoc``'s C-STORE requests on its DUL thread when ``allowed(request,
     context ID)``: never for one whose serving may block or abort.
 
@@ -37,37 +53,37 @@ def serve_stores_inline(assoc: Association, allowed: Callable[[Any, int], bool])
     """
     dimse = cast(Any, assoc.dimse)
     state = cast(Any, assoc)
-    lock = threading.Lock()  # the reactor's taking of a message, and ours
-    busy = [False]  # a request is being served (by either thread)
+    turns = Turns(dimse)
     take, receive, serve = dimse.get_msg, dimse.receive_primitive, state._serve_request
 
     def get_msg(block: bool = False) -> tuple[int | None, Any]:
-        with lock:
+        with turns.lock:
             context_id, msg = take(block)
             if msg is not None:
-                busy[0] = True
+                turns.busy = True
         return context_id, msg
 
     def served(msg: Any, context_id: int) -> None:
         try:
             serve(msg, context_id)
         finally:
-            busy[0] = False
+            turns.busy = False
 
     def received(primitive: Any) -> None:
         receive(primitive)
         waiting = dimse.msg_queue
-        with lock:
-            if busy[0] or waiting.qsize() != 1:
+        with turns.lock:
+            if turns.busy or waiting.qsize() != 1:
                 return
             context_id, msg = waiting.queue[0]
             if not isinstance(msg, C_STORE) or msg.MessageIDBeingRespondedTo is not None \
                     or not allowed(msg, context_id):
                 return
             waiting.get_nowait()
-            busy[0] = True
+            turns.busy = True
         served(msg, context_id)
 
     dimse.get_msg = get_msg
     state._serve_request = served
     dimse.receive_primitive = received
+    return turns

@@ -33,12 +33,13 @@ import secrets
 import threading
 import zlib
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from io import BytesIO
 from pathlib import Path
 from typing import Final, cast
 
-from pydicom.charset import decode_bytes
+from pydicom.charset import convert_encodings, decode_bytes
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.filereader import read_dataset
@@ -61,6 +62,9 @@ _ID_KEYWORDS = ("PatientID", "OtherPatientIDs")
 _NAME_KEYWORDS = ("PatientName", "OtherPatientNames", "PatientBirthName",
                   "PatientMotherBirthName")
 _DATE_KEYWORDS = ("PatientBirthDate",)
+_ID_TAGS, _NAME_TAGS, _DATE_TAGS = (tuple(cast(int, tag_for_keyword(k)) for k in keywords)
+                                     for keywords in (_ID_KEYWORDS, _NAME_KEYWORDS,
+                                                      _DATE_KEYWORDS))
 _LAST_PATIENT_TAG = 0x0010FFFF  # the Patient module's group ends the read
 _MAX_KNOWN = 100_000  # identifiers remembered (the oldest are forgotten first)
 _SHORT = 3  # shorter values are replaced only as a whole path component ("/7/")
@@ -261,12 +265,9 @@ def note_dataset(ds: Dataset) -> None:
                 if element is None:
                     continue
                 if isinstance(element, RawDataElement):
-                    if not element.value:
-                        continue
                     charset = ds._character_set  # a str when the data set names none
                     encodings = [charset] if isinstance(charset, str) else list(charset)
-                    text = decode_bytes(element.value, encodings, {0x5C, 0x5E, 0x3D})
-                    found += _strings(text.rstrip("\x00 ").split("\\"))
+                    found += _decoded(element.value or b"", encodings)
                 else:
                     found += _strings(element.value)
             except Exception:  # a value that cannot be decoded: nothing to remember
@@ -274,6 +275,31 @@ def note_dataset(ds: Dataset) -> None:
         return found
 
     note_patient(values(_ID_KEYWORDS), values(_NAME_KEYWORDS), values(_DATE_KEYWORDS))
+
+
+def note_raw(head: Mapping[int, bytes], charset: str) -> None:
+    """:func:`note_dataset` for raw top-level values by tag (see
+    :mod:`emulators.dataset_head`), in the one character set ``charset`` names."""
+    encodings = convert_encodings(charset or None)
+
+    def values(tags: tuple[int, ...]) -> list[str]:
+        found: list[str] = []
+        for tag in tags:
+            try:
+                found += _decoded(head.get(tag, b""), encodings)
+            except Exception:  # a value that cannot be decoded: nothing to remember
+                continue
+        return found
+
+    note_patient(values(_ID_TAGS), values(_NAME_TAGS), values(_DATE_TAGS))
+
+
+def _decoded(value: bytes, encodings: list[str]) -> list[str]:
+    """A raw text value's strings, as :func:`_strings` gives a decoded value's."""
+    if not value:
+        return []
+    text = decode_bytes(value, encodings, {0x5C, 0x5E, 0x3D})
+    return _strings(text.rstrip("\x00 ").split("\\"))
 
 
 def _stop_after_patient(tag: object, vr: object, length: object) -> bool:

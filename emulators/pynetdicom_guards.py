@@ -50,7 +50,7 @@ UNRECOGNIZED_OPERATION, SOP_CLASS_NOT_SUPPORTED = 0x0211, 0x0122  # PS3.7 C.5
 _REQUESTS = (C_ECHO, C_FIND, C_MOVE, C_GET, C_STORE)
 
 
-def _request_served(abstract_syntax: str) -> type | None:
+def request_served(abstract_syntax: str) -> type | None:
     """The DIMSE-C request a context of ``abstract_syntax`` serves (None: not known here)."""
     service = uid_to_service_class(abstract_syntax)
     if issubclass(service, VerificationServiceClass):
@@ -78,7 +78,7 @@ def misdirected(assoc: Association, msg: Any, context_id: int,
     if not msg.is_valid_request:
         return None, f"{type(msg).__name__} request missing a required command element"
     abstract = str(context.abstract_syntax)
-    served = _request_served(abstract)
+    served = request_served(abstract)
     if served is not None and not isinstance(msg, served):
         return UNRECOGNIZED_OPERATION, f"{type(msg).__name__} on a {abstract} context"
     if str(msg.AffectedSOPClassUID) != abstract:

@@ -15,11 +15,19 @@ from typing import NamedTuple
 
 from pydicom.valuerep import VR
 
-_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
+LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"SV", b"UC", b"UN",
                        b"UR", b"UT", b"UV"})
 UNDEFINED = 0xFFFFFFFF
 _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _PIXEL_DATA = 0x7FE00010
+
+
+# Character sets whose bytes 0x00-0x7F are ASCII, with no code extension (PS3.3 C.12.1.1.2):
+# a value of printable ASCII bytes reads the same in each.
+ASCII_BASED = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109",
+                         "ISO_IR 110", "ISO_IR 126", "ISO_IR 127", "ISO_IR 138",
+                         "ISO_IR 144", "ISO_IR 148", "ISO_IR 166", "ISO_IR 192", "GB18030",
+                         "GBK"})
 
 
 class Truncated(ValueError):
@@ -30,7 +38,7 @@ class Malformed(ValueError):
     """An element no reader can decode: an Explicit VR that is none of PS3.5's."""
 
 
-_VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)  # PS3.5 6.2
+VRS = frozenset(vr.value.encode() for vr in VR if len(vr.value) == 2)  # PS3.5 6.2
 
 
 class Element(NamedTuple):
@@ -44,7 +52,7 @@ class Element(NamedTuple):
     length: int  # its value's length (UNDEFINED: a sequence or encapsulated data)
 
 
-def elements(body: bytes, implicit: bool, little: bool) -> Iterator[Element]:
+def elements(body: bytes | bytearray, implicit: bool, little: bool) -> Iterator[Element]:
     """Every element of ``body`` in order, nested ones included; Truncated when a
     defined length runs past its container or an undefined-length sequence or item is
     never closed (PS3.5 7.5), Malformed at an Explicit VR that is none of PS3.5's
@@ -80,12 +88,12 @@ def elements(body: bytes, implicit: bool, little: bool) -> Iterator[Element]:
                 else:  # a fragment of encapsulated pixel data
                     pos += length
             continue
-        vr = None if implicit_here else body[pos + 4:pos + 6]
-        if vr is not None and vr not in _VRS:
+        vr = None if implicit_here else bytes(body[pos + 4:pos + 6])  # hashable
+        if vr is not None and vr not in VRS:
             raise Malformed(f"element ({group:04X},{number:04X}) has no valid VR ({vr!r})")
         if vr is None:
             head = 8
-        elif vr in _LONG_VRS:
+        elif vr in LONG_VRS:
             if pos + 12 > hard:
                 raise Truncated(f"ends inside an element header at byte {pos}")
             length, head = struct.unpack_from(order + "I", body, pos + 8)[0], 12

@@ -14,13 +14,8 @@ import struct
 
 from pydicom.datadict import dictionary_VR
 
-from ..raw_elements import UNDEFINED, elements
+from ..raw_elements import ASCII_BASED, UNDEFINED, elements
 
-# Character sets whose bytes 0x00-0x7F are ASCII, with no code extension (PS3.3 C.12.1.1.2).
-ASCII_BASED = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109",
-                         "ISO_IR 110", "ISO_IR 126", "ISO_IR 127", "ISO_IR 138",
-                         "ISO_IR 144", "ISO_IR 148", "ISO_IR 166", "ISO_IR 192", "GB18030",
-                         "GBK"})
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})  # written in the set
 _CHARSET_TAG = 0x00080005
 _ESCAPE = 0x1B
