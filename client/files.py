@@ -49,6 +49,8 @@ _BAD_CHARS = frozenset('/\\<>:"|?*')
 # changed "a/b" (-> "a_b_<hash>") and the literal ID "a_b_<hash>" would share a folder.
 _HASH_CHARS = 12
 _MANGLED_RE = re.compile(rf"_[0-9a-f]{{{_HASH_CHARS}}}$")
+# Names the rules below leave as they are: no bad character, no trailing dot, short.
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,118}[A-Za-z0-9_-]|[A-Za-z0-9_-]")
 # Temporary files of atomic writes: hidden, and never named like a DICOM file.
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 _TEMP_TOKEN_BYTES = 6
@@ -83,6 +85,9 @@ def safe_name(original: str) -> str:
     """
     if original == "":
         return f"_empty_{_digest(original)}"
+    if _PLAIN_NAME.fullmatch(original) and not _is_reserved(original) \
+            and not _MANGLED_RE.search(original):
+        return original  # the usual UID or ID: nothing below would change it
     name = "".join("_" if _is_bad_char(ch) else ch for ch in original)
     # Windows drops trailing dots and spaces ("a." is "a"); this also covers "." and "..".
     stripped = name.rstrip(". ")

@@ -26,8 +26,8 @@ from .raw_elements import ASCII_BASED, LONG_VRS, UNDEFINED, VRS, Malformed, Trun
 LAST_HEAD_TAG = 0x0010FFFF  # the Patient module's group ends the head
 _SOP_CLASS, _SOP_INSTANCE, _MODALITY = 0x00080016, 0x00080018, 0x00080060
 CHARSET, _PATIENT_ID = 0x00080005, 0x00100020
-_ORDERS = {True: struct.Struct("<HHI"), False: struct.Struct(">HHI")}
-_SHORT_LENGTH = {True: struct.Struct("<H"), False: struct.Struct(">H")}
+_IMPLICIT = {True: struct.Struct("<HHI"), False: struct.Struct(">HHI")}
+_EXPLICIT = {True: struct.Struct("<HH2sH"), False: struct.Struct(">HH2sH")}  # short form
 _LONG_LENGTH = {True: struct.Struct("<I"), False: struct.Struct(">I")}
 
 
@@ -54,20 +54,21 @@ def whole_head(body: bytes | bytearray, syntax: UID) -> dict[int, bytes] | None:
 def _flat_head(body: bytes | bytearray, implicit: bool, little: bool) -> dict[int, bytes]:
     """:func:`whole_head` of a data set without sequences (a CT slice): one loop, the
     same checks as :func:`emulators.raw_elements.elements`."""
-    header, short, long = _ORDERS[little], _SHORT_LENGTH[little], _LONG_LENGTH[little]
+    implicit_header, explicit_header = _IMPLICIT[little], _EXPLICIT[little]
+    long = _LONG_LENGTH[little]
     head: dict[int, bytes] = {}
     pos, end = 0, len(body)
     while pos < end:
         if pos + 8 > end:
             raise Truncated(f"ends inside an element header at byte {pos}")
-        group, number, length = header.unpack_from(body, pos)
-        tag = (group << 16) | number
         if implicit:
-            start = pos + 8
+            group, number, length = implicit_header.unpack_from(body, pos)
+            tag, start = (group << 16) | number, pos + 8
             if group == 0xFFFE or length == UNDEFINED or _implicit_sequence(tag):
                 raise _NotFlat
         else:
-            vr = bytes(body[pos + 4:pos + 6])
+            group, number, vr, length = explicit_header.unpack_from(body, pos)
+            tag = (group << 16) | number
             if vr not in VRS:
                 raise Malformed(f"element ({group:04X},{number:04X}) has no valid VR ({vr!r})")
             if vr in LONG_VRS:
@@ -75,7 +76,7 @@ def _flat_head(body: bytes | bytearray, implicit: bool, little: bool) -> dict[in
                     raise Truncated(f"ends inside an element header at byte {pos}")
                 length, start = long.unpack_from(body, pos + 8)[0], pos + 12
             else:
-                length, start = short.unpack_from(body, pos + 6)[0], pos + 8
+                start = pos + 8
             if vr == b"SQ" or length == UNDEFINED or group == 0xFFFE:
                 raise _NotFlat
         if start + length > end:

@@ -24,6 +24,7 @@ own loggers and :func:`emulators.serve.configure_logging` on its stderr handler.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import hmac
 import logging
@@ -81,6 +82,7 @@ def _key() -> bytes:
 _PSEUDONYM_KEY = _key()
 
 
+@functools.lru_cache(maxsize=4096)  # every C-STORE notes its patient's ID (and folder)
 def pseudonym(patient_id: str) -> str:
     """``patient-`` and 8 hex digits of a keyed hash: stable for the key, not reversible."""
     digest = hmac.new(_PSEUDONYM_KEY, patient_id.encode("utf-8", "surrogatepass"),
