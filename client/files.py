@@ -164,28 +164,59 @@ def write_atomic(path: Path, write: Callable[[BinaryIO], object], *, sync: bool 
     (4 ms a file on this project's machines): the rename alone survives the writer's
     death, only the fsyncs survive a power cut or an operating system crash.
     """
-    folder = path.parent
-    folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}{TEMP_SUFFIX}"
-    # os.open with 0o666 honours the umask, unlike mkstemp's private 0o600.
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    fd = os.open(tmp, flags, 0o666)
+    staged = StagedFile(path.parent, path.name, sync=sync)
     try:
+        write(staged.file)
+    except BaseException:
+        staged.discard()
+        raise
+    staged.commit(path)
+
+
+class StagedFile:
+    """:func:`write_atomic`'s protocol in steps, for bytes that come in pieces.
+
+    A File Daemon writes each object's fragments as they arrive, while the sender is
+    still sending, and names the file only once the whole object is there: the hidden,
+    locked temporary file is made in ``folder`` (its output folder), and :meth:`commit`
+    renames it to its path, in that folder or below it (one disk: a rename).
+    """
+
+    def __init__(self, folder: Path, name: str, *, sync: bool = True) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.sync = sync
+        self.tmp = folder / f"{TEMP_PREFIX}{name}.{secrets.token_hex(_TEMP_TOKEN_BYTES)}" \
+                            f"{TEMP_SUFFIX}"
+        # os.open with 0o666 honours the umask, unlike mkstemp's private 0o600.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+        fd = os.open(self.tmp, flags, 0o666)
         if fcntl is not None:  # released when the file closes or the process dies
             with contextlib.suppress(OSError):  # best effort: not every file system locks
                 fcntl.flock(fd, fcntl.LOCK_EX)
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            if sync:
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
+        self.file: BinaryIO = os.fdopen(fd, "wb")
+
+    def commit(self, path: Path) -> None:
+        """Make the bytes written ``path`` (its folder created if missing)."""
+        try:
+            self.file.flush()
+            if self.sync:
+                os.fsync(self.file.fileno())
+            self.file.close()
+            if path.parent != self.tmp.parent:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.tmp, path)
+        except BaseException:
+            self.discard()
+            raise
+        if self.sync:
+            _fsync_folder(path.parent)
+
+    def discard(self) -> None:
+        """Leave nothing behind (what cannot be removed is a stale temporary file)."""
         with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    if sync:
-        _fsync_folder(folder)
+            self.file.close()
+        with contextlib.suppress(OSError):
+            self.tmp.unlink()
 
 
 def move_atomic(source: Path, target: Path) -> None:
@@ -307,16 +338,10 @@ def write_received(path: Path, body: bytes | bytearray, sop_class: str, sop_uid:
     """
     if root is not None:
         check_inside(root, path)
-    outcome = Received.WRITTEN
-    if path.exists():
-        try:
-            if part10_body(path.read_bytes()) == body:
-                return Received.IDENTICAL
-        except ValueError:
-            pass  # not a Part 10 file we can compare: replace it
-        outcome = Received.REPLACED
-    header = file_meta.header(sop_class, sop_uid, transfer_syntax, source_ae) \
-        or _pydicom_header(sop_class, sop_uid, transfer_syntax, source_ae)
+    outcome = arrival(path, body)
+    if outcome is Received.IDENTICAL:
+        return outcome
+    header = part10_header(sop_class, sop_uid, transfer_syntax, source_ae)
 
     def write(fh: BinaryIO) -> None:
         fh.write(header)
@@ -324,6 +349,26 @@ def write_received(path: Path, body: bytes | bytearray, sop_class: str, sop_uid:
 
     write_atomic(path, write, sync=sync)
     return outcome
+
+
+def arrival(path: Path, body: bytes | bytearray) -> Received:
+    """What writing ``body`` as ``path`` would be: the same bytes are there already
+    (IDENTICAL: leave the file alone), other bytes (REPLACED), or nothing (WRITTEN)."""
+    if not path.exists():
+        return Received.WRITTEN
+    try:
+        if part10_body(path.read_bytes()) == body:
+            return Received.IDENTICAL
+    except ValueError:
+        pass  # not a Part 10 file we can compare: replace it
+    return Received.REPLACED
+
+
+def part10_header(sop_class: str, sop_uid: str, transfer_syntax: str, source_ae: str,
+                  ) -> bytes:
+    """The preamble and File Meta group the daemons and rtmove write before a data set."""
+    return file_meta.header(sop_class, sop_uid, transfer_syntax, source_ae) \
+        or _pydicom_header(sop_class, sop_uid, transfer_syntax, source_ae)
 
 
 def _pydicom_header(sop_class: str, sop_uid: str, transfer_syntax: str, source_ae: str,

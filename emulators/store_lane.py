@@ -10,7 +10,10 @@ storescp takes 0.9 ms a slice in all, and the sender waits for each response.
 Here, in data transfer, the DUL's read takes the P-DATA-TF PDUs of a message itself:
 it parses their PDV items, gathers the command and the data set, and when the command
 is a plain C-STORE request (:func:`client.dimse_commands.parse_store_request`) on a
-storage context for its class, serves it on the DUL thread and writes the response.
+storage context for its class, gives the data set to the daemon's :class:`Sink` as it
+arrives (whenever the socket has nothing more for the moment: the File Daemon writes
+its file while the sender is still sending), serves the request on the DUL thread once
+the data set is whole, and writes the response.
 Anything else is handed to pynetdicom as if it had read it (:meth:`_Lane.hand_over`):
 what the lane assembled so far as one P-DATA-TF (pynetdicom's decoder sees the same
 fragments' bytes in the same order), then every further PDU as pynetdicom's own read
@@ -36,7 +39,7 @@ import socket
 import struct
 import time
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 from pydicom.dataset import Dataset
 from pynetdicom import evt
@@ -56,10 +59,24 @@ from .pynetdicom_guards import request_served
 
 _LOG = logging.getLogger(__name__)
 Result = int | Dataset
-# Given a plain request and its data set: the function that serves it (returning the
-# status), or None when the data set is not plain (pynetdicom's path then serves it).
-Prepare = Callable[[Association, PresentationContext, StoreRequest, bytearray],
-                   Callable[[], Result] | None]
+
+
+class Sink(Protocol):
+    """Where a plain request's data set goes as it arrives (a File Daemon's file)."""
+
+    def feed(self, fragment: memoryview) -> None:
+        """The next bytes of the data set (as they came, checked or not)."""
+
+    def finish(self, body: bytearray) -> Callable[[], Result] | None:
+        """The whole data set: the function that serves the request (returning its
+        status), or None when the data set is not plain (pynetdicom's path serves it)."""
+
+    def abandon(self) -> None:
+        """The request goes to pynetdicom, or nowhere: keep nothing of it."""
+
+
+# Given a plain request on its context, before its data set: where that goes.
+Begin = Callable[[Association, PresentationContext, StoreRequest], Sink]
 
 _P_DATA_TF = 0x04
 _PDU_TYPES = frozenset(range(0x01, 0x08))  # those pynetdicom reads (others: Evt19)
@@ -68,6 +85,7 @@ _PDV = struct.Struct(">IBB")  # item length, presentation context ID, message co
 _COMMAND, _LAST = 0x01, 0x02
 _WAIT = 0.01  # seconds the lane waits for more of a message before the DUL's turn
 _BUFFER = 1 << 20  # bytes read at most per system call
+_TAKEN, _REFUSED, _TAKEN_LAST = 0, 1, 2  # what became of a fragment (_Lane._fragment)
 _PROCESSING_FAILURE = 0xC211  # pynetdicom's status for a handler that raised
 # Events the lane does not trigger: it serves nothing while anyone listens to them.
 _UNHEARD = (evt.EVT_DATA_RECV, evt.EVT_PDU_RECV, evt.EVT_DIMSE_SENT)
@@ -81,10 +99,10 @@ class _Lane:
     """One association's lane (see the module doc)."""
 
     def __init__(self, assoc: Association, sock: socket.socket, limit: float,
-                 inner: Callable[[], None], turns: Turns, prepare: Prepare,
+                 inner: Callable[[], None], turns: Turns, begin: Begin,
                  heard: Callable[[], bool]) -> None:
         self.assoc, self.sock, self.limit, self.inner = assoc, sock, limit, inner
-        self.turns, self.prepare, self.heard = turns, prepare, heard
+        self.turns, self.begin, self.heard = turns, begin, heard
         self.dul: Any = assoc.dul
         self.buffer = bytearray(_BUFFER)
         self.view = memoryview(self.buffer)
@@ -102,6 +120,8 @@ class _Lane:
         self.request: StoreRequest | None = None
         self.body = bytearray()
         self.body_done = False
+        self.sink: Sink | None = None
+        self.fed = 0  # bytes of the body given to the sink
         self.extra: list[tuple[int, bytes]] = []  # PDVs after a deviation, as they came
 
     # -- the DUL's read ----------------------------------------------------------------
@@ -136,6 +156,7 @@ class _Lane:
         while True:
             while self._take_pdu():
                 if self.body_done:
+                    self._feed()
                     if not self._serve():
                         raise _Deviation
                     self._new_message()
@@ -160,6 +181,7 @@ class _Lane:
         except BlockingIOError:
             if self.low != self.high and time.monotonic() - self.pdu_started > self.limit:
                 raise _Deviation from None
+            self._feed()  # while the peer is still sending
             if not select.select([self.sock], [], [], wait)[0]:
                 return False
             return self._receive(0)
@@ -184,8 +206,9 @@ class _Lane:
         if end > high:
             return False
         first = low + _PDU.size
-        item_length, context_id, control = _PDV.unpack_from(self.buffer, first)
-        if length >= _PDV.size and item_length + 4 == length and item_length >= 2:
+        item_length, context_id, control = _PDV.unpack_from(self.buffer, first) \
+            if length >= _PDV.size else (0, 0, 0)
+        if item_length + 4 == length and item_length >= 2:
             items = [(context_id, control, first + _PDV.size, end)]  # one PDV: the usual
         else:
             items = list(_pdv_items(self.view, first, end))
@@ -194,36 +217,49 @@ class _Lane:
         self.low = end
         self.pdu_started = time.monotonic()
         for position, (context_id, control, start, stop) in enumerate(items):
-            if not self._fragment(context_id, control, start, stop):
+            taken = self._fragment(context_id, control, start, stop)
+            if taken != _TAKEN:
+                rest = items[position + 1:] if taken == _TAKEN_LAST else items[position:]
                 self.extra = [(cid, bytes([ctl]) + bytes(self.view[a:b]))
-                              for cid, ctl, a, b in items[position:]]
+                              for cid, ctl, a, b in rest]
                 raise _Deviation
         return True
 
-    def _fragment(self, context_id: int, control: int, start: int, stop: int) -> bool:
-        """Add one PDV to the message; False if it is not the fragment a plain C-STORE
-        request has next (PS3.8 E: command fragments, then data set fragments, all on
-        one context, nothing after the data set's last)."""
+    def _fragment(self, context_id: int, control: int, start: int, stop: int) -> int:
+        """Add one PDV to the message if it is the fragment a plain C-STORE request has
+        next (PS3.8 E: command fragments, then data set fragments, all on one context,
+        nothing after the data set's last): _TAKEN; _REFUSED if it is not; _TAKEN_LAST
+        if it completes a command the lane does not serve (the message is pynetdicom's
+        from there, this fragment included in what the lane took)."""
         if not self.started:
             self.started, self.context_id = True, context_id
         if context_id != self.context_id or self.body_done:
-            return False
+            return _REFUSED
         if not self.command_done:
             if not control & _COMMAND:
-                return False
+                return _REFUSED
             self.command += self.view[start:stop]
             if control & _LAST:
                 self.command_done = True
                 self.request = parse_store_request(bytes(self.command))
-                if self.request is None or not self._fits(self.request):
-                    return False
-            return True
+                if self.request is None or not self._fits(self.request) or not self.heard():
+                    return _TAKEN_LAST
+                self.sink = self.begin(self.assoc, self.assoc._accepted_cx[self.context_id],
+                                       self.request)
+            return _TAKEN
         if control & _COMMAND:
-            return False
+            return _REFUSED
         self.body += self.view[start:stop]
         if control & _LAST:
             self.body_done = True
-        return True
+        return _TAKEN
+
+    def _feed(self) -> None:
+        """Give the sink what came since it was last fed."""
+        if self.sink is not None and self.fed < len(self.body):
+            with memoryview(self.body) as whole, whole[self.fed:] as fresh:
+                self.sink.feed(fresh)
+            self.fed = len(self.body)
 
     def _fits(self, request: StoreRequest) -> bool:
         """Whether the request is one the lane may serve on its context."""
@@ -235,8 +271,7 @@ class _Lane:
     def _serve(self) -> bool:
         """Serve the message; False if it is not for the lane after all."""
         request = cast(StoreRequest, self.request)
-        context = self.assoc._accepted_cx[self.context_id]
-        served = self.prepare(self.assoc, context, request, self.body) \
+        served = cast(Sink, self.sink).finish(self.body) \
             if self.turns.idle() and self.heard() else None
         if served is None:
             return False
@@ -245,6 +280,7 @@ class _Lane:
             result: Result = served()
         except Exception:  # the daemon's handler failed: pynetdicom's answer to that
             _LOG.exception("Exception in handler bound to 'evt.EVT_C_STORE'")
+            cast(Sink, self.sink).abandon()
             result = _PROCESSING_FAILURE
         finally:
             self.turns.busy = False
@@ -271,6 +307,8 @@ class _Lane:
         as one P-DATA-TF, then each further PDU whole (read to its end within the network
         timeout, as pynetdicom reads), or the event its read would have ended in."""
         self.owning = False
+        if self.sink is not None:
+            self.sink.abandon()
         pdvs: list[tuple[int, bytes]] = []
         if self.command:
             control = _COMMAND | (_LAST if self.command_done else 0)
@@ -309,7 +347,8 @@ class _Lane:
                 self.dul.event_queue.put("Evt19")
                 self.low = self.high = 0
                 return False
-            if length > longest_pdu(self.assoc):
+            longest = longest_pdu(self.assoc)
+            if longest is not None and length > longest:
                 raise ConnectionError("a PDU longer than this end accepts")
             self._fill(_PDU.size + length, deadline)
         except OSError:  # closed, or the network timeout: as pynetdicom's bounded read
@@ -362,7 +401,7 @@ def _pdv_items(view: memoryview, start: int, end: int,
         pos += 4 + length
 
 
-def install(assoc: Association, turns: Turns, prepare: Prepare,
+def install(assoc: Association, turns: Turns, begin: Begin,
             heard: Callable[[], bool]) -> None:
     """Give ``assoc``'s DUL the lane (after :func:`client.tcp.bound_reads` and
     :func:`client.pdata_batches.batch_pdata_reads`, which it falls back on).
@@ -377,5 +416,5 @@ def install(assoc: Association, turns: Turns, prepare: Prepare,
     def unheard() -> bool:
         return not any(assoc.get_handlers(event) for event in _UNHEARD) and heard()
 
-    lane = _Lane(assoc, sock, float(limit), dul._read_pdu_data, turns, prepare, unheard)
+    lane = _Lane(assoc, sock, float(limit), dul._read_pdu_data, turns, begin, unheard)
     dul._read_pdu_data = lane.read

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import subprocess
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -95,3 +96,14 @@ def associated(ae: AE, host: str, port: int, called: str,
                 assoc.release()
     finally:
         ae.shutdown()
+
+
+def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Whether ``condition()`` comes true within ``timeout`` s (polled every 10 ms): for
+    what another thread finishes after the response a test waited for."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.01)
+    return True

@@ -24,7 +24,7 @@ from typing import Any, cast
 
 import pydicom
 import pytest
-from daemons import LOOPBACK, associated, make_site
+from daemons import LOOPBACK, associated, eventually, make_site
 from hardening.fuzz_pdus import (
     ABORT,
     ABORT_PDU,
@@ -158,34 +158,25 @@ class ProbedDaemon(FileDaemon):
         return super()._on_store(event)
 
 
-def _eventually(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(0.01)
-    return True
-
-
 @contextmanager
 def running(site: Site, max_pdu: int | None = None) -> Iterator[ProbedDaemon]:
     """The probed daemon, stopped after the block; no thread outlives it."""
     before = set(threading.enumerate())
     with ProbedDaemon(site, max_pdu) as fd:
         yield fd
-    assert _eventually(lambda: not set(threading.enumerate()) - before), \
+    assert eventually(lambda: not set(threading.enumerate()) - before), \
         set(threading.enumerate()) - before
 
 
 def _accepted(fd: FileDaemon) -> Association:
     """The daemon's one established association (waits for it)."""
-    assert _eventually(lambda: len(fd.ae.active_associations) == 1
+    assert eventually(lambda: len(fd.ae.active_associations) == 1
                        and fd.ae.active_associations[0].is_established)
     return fd.ae.active_associations[0]
 
 
 def _all_ended(fd: FileDaemon) -> bool:
-    return _eventually(lambda: not fd.ae.active_associations)
+    return eventually(lambda: not fd.ae.active_associations)
 
 
 @contextmanager
@@ -576,7 +567,7 @@ def test_a_reactor_answer_waiting_on_a_long_wait_goes_out_when_data_arrives(
         try:
             assert peer.send(message(ECHO_CONTEXT, command_set(echo_rq(1))))
             # The echo's response is queued for the DUL (or, racing, already sent).
-            assert _eventually(lambda: not dul.to_provider_queue.empty()
+            assert eventually(lambda: not dul.to_provider_queue.empty()
                                or bool(select.select([peer.sock], [], [], 0)[0]))
             assert peer.send(message(CT_CONTEXT, _store_command(ds, 2), _wire(ds)))
             first, second = _response(peer), _response(peer)
