@@ -10,6 +10,8 @@
   held a timed-out association, and whoever waited on it, until the PDU ended, for
   ever if it never does. Here each read must be done within the network timeout; if
   not, pynetdicom sees the connection as closed (Evt17) and the association ends.
+* Writes bounded in time (:func:`bound_sends`): a peer that stops reading ends the
+  connection within the network timeout instead of holding the writer for ever.
 * The DUL waits on its socket instead of sleeping. pynetdicom's DUL thread sleeps 1 ms
   whenever it finds nothing to do, so each message that arrived while it slept waited
   for the rest of that sleep (and, on 2 cores, for the GIL after it): half of the
@@ -42,6 +44,7 @@ from pynetdicom._handlers import (
 )
 from pynetdicom.events import Event, EventHandlerType
 
+_LOG = logging.getLogger(__name__)
 _CHUNK = 65536  # bytes per socket read (pynetdicom reads 4 KB at a time)
 # The maximum length negotiated bounds P-DATA-TF PDUs only (PS3.8 D.1); an association
 # request with many contexts or a user identity may be longer, but not this long.
@@ -108,6 +111,51 @@ def bound_reads(event: Event) -> None:
 
     cast_transport: Any = transport
     cast_transport.recv = recv
+
+
+def bound_sends(event: Event) -> None:
+    """EVT_CONN_OPEN handler: a write to the peer must make progress within the
+    association's network timeout, or the connection counts as closed (Evt17), as
+    pynetdicom counts a failed send.
+
+    pynetdicom writes with blocking sends and no timeout: a peer that stops reading
+    (its receive window full: a C-GET's requestor gone to sleep, a stuck destination of
+    a C-MOVE) held the writing thread for as long as the kernel kept the connection,
+    hours, and with it the association, its slot, and whoever waited for it (a daemon's
+    stop included). Each send here takes what the socket buffer takes at once and waits
+    in ``select`` only while it is full.
+    """
+    assoc = event.assoc
+    transport: Any = assoc.dul.socket
+    limit = assoc.network_timeout
+    sock = plain_socket(transport)
+    if limit is None or sock is None:
+        return
+
+    def send(bytestream: bytes) -> None:
+        view = memoryview(bytestream)
+        sent, stalled = 0, None  # stalled: when the buffer was last found full
+        try:
+            while sent < len(view):
+                try:
+                    sent += sock.send(view[sent:], socket.MSG_DONTWAIT)
+                    stalled = None
+                except BlockingIOError:
+                    now = time.monotonic()
+                    stalled = now if stalled is None else stalled
+                    if now - stalled >= limit:
+                        raise TimeoutError(f"the peer took nothing for {limit:g} s "
+                                           "(network timeout)") from None
+                    select.select([], [sock], [], stalled + limit - now)
+            if assoc.get_handlers(evt.EVT_DATA_SENT):
+                evt.trigger(assoc, evt.EVT_DATA_SENT, {"data": bytestream})
+        except Exception as exc:  # as pynetdicom's send: the connection is over
+            _LOG.warning("sending to %s failed: %s; closing the connection",
+                         assoc.requestor.address if assoc.is_acceptor
+                         else assoc.acceptor.address, exc)
+            transport.event_queue.put("Evt17")
+
+    transport.send = send
 
 
 def longest_pdu(assoc: Any) -> int | None:
@@ -181,6 +229,7 @@ def _batch_pdata_reads(event: Event) -> None:
 
 NO_DELAY: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, disable_nagle),
                                     (evt.EVT_CONN_OPEN, bound_reads),
+                                    (evt.EVT_CONN_OPEN, bound_sends),
                                     (evt.EVT_CONN_OPEN, wait_on_socket),
                                     (evt.EVT_CONN_OPEN, _batch_pdata_reads),
                                     (evt.EVT_CONN_OPEN, quiet_pynetdicom)]
