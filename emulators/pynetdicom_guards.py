@@ -94,6 +94,7 @@ def guard_connection(event: Event) -> None:
     _events_before_reads(dul)
     _drop_overtaken_requests(dul)
     _abort_on_invalid_messages(event.assoc)
+    _keep_release_requests(event.assoc)
 
 
 def _primitives_while_decoding(dul: Any) -> None:
@@ -154,6 +155,27 @@ def _abort_on_invalid_messages(assoc: Association) -> None:
             assoc.dul.event_queue.put("Evt19")
 
     dimse.receive_primitive = receive_checked
+
+
+def _keep_release_requests(assoc: Association) -> None:
+    """A peer's A-RELEASE-RQ seen once stays seen, so the reactor answers it.
+
+    pynetdicom's Query/Retrieve services look for a release request between matches
+    (``ServiceClass._wrap_handler``) with ``acse.is_release_requested()``, which takes the
+    request off the DUL's queue; the service then stops, and the association's reactor,
+    looking next, finds no request: the release was never answered, and the association
+    was aborted at the network timeout. A peer that sends its A-RELEASE-RQ right behind
+    a C-FIND (found by the long fuzz run) met that every time.
+    """
+    acse = cast(Any, assoc.acse)
+    ask = acse.is_release_requested
+    seen = [False]
+
+    def kept() -> bool:
+        seen[0] = seen[0] or bool(ask())
+        return seen[0]
+
+    acse.is_release_requested = kept
 
 
 # Events raised by our own requests (PS3.8 9.2.1): A-ASSOCIATE request, accept, reject,
