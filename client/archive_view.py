@@ -8,7 +8,9 @@ which :class:`Headers` fetches by C-MOVE to this client's own Storage SCP.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import pydicom
 from pydicom.dataset import Dataset
@@ -127,10 +129,15 @@ class PatientArchive:
 
 
 class Headers:
-    """RT objects fetched to this client (C-MOVE to our own AE) and read, once each."""
+    """RT objects fetched to this client (C-MOVE to our own AE) and read, once each.
 
-    def __init__(self, session: Session, receiver: Receiver) -> None:
-        self.session, self.receiver = session, receiver
+    ``elsewhere`` may name a file that already holds an object (in the destination's
+    folder, see :mod:`client.early_moves`): it is read instead, unless it is unreadable.
+    """
+
+    def __init__(self, session: Session, receiver: Receiver,
+                 elsewhere: Callable[[Instance], Path | None] | None = None) -> None:
+        self.session, self.receiver, self.elsewhere = session, receiver, elsewhere
         self._read: dict[str, Dataset | None] = {}
         self.problems: dict[str, str] = {}  # SOP Instance UID -> why it could not be read
 
@@ -141,6 +148,12 @@ class Headers:
         return self._read[instance.uid]
 
     def _fetch(self, instance: Instance) -> Dataset | None:
+        there = self.elsewhere(instance) if self.elsewhere is not None else None
+        if there is not None:
+            try:
+                return pydicom.dcmread(there, stop_before_pixels=True)
+            except (InvalidDicomError, OSError, ValueError) as exc:
+                log.info("cannot read %s (%s): moving it to this client", there, exc)
         path = self.receiver.path(instance.uid)
         if path is None:
             s = self.session.settings

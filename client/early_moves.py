@@ -15,6 +15,13 @@ an object or series is already there, the transfer moves just what is missing, a
 before (a re-run after a failure moves nothing twice). A DB Daemon that will not open a
 second association (its limit reached, or one per calling AE) is asked once: the
 transfer then moves everything itself, as before, with no retry spent on it.
+
+Where rtmove can see the destination's folder, the plan and the structure set it must
+read are read there once their early moves end (:meth:`EarlyMoves.arrived`), instead of
+being moved to rtmove as well: those second moves ran beside the first ones and slowed
+them (the plan's move took 53 ms instead of 25, the structure set's 55 instead of 40),
+and the images wait for both. What is not there, or not readable, is moved to rtmove
+as before.
 """
 
 from __future__ import annotations
@@ -29,9 +36,14 @@ from .manifest import Item
 from .session import Session
 from .settings import Settings
 from .statuses import MoveResult
-from .verify import Folder
+from .verify import Folder, Found
 
 log = logging.getLogger(__name__)
+
+# After an early move, how long the destination's folder must stay unchanged without the
+# object in it before rtmove gives up looking there (and moves it to itself), and at most.
+_ARRIVAL_QUIET = 0.2
+_ARRIVAL_LIMIT = 5.0
 
 
 def identifier(item: Item, sop_uids: list[str] | None = None) -> Dataset:
@@ -62,6 +74,11 @@ class EarlyMoves:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="rtmove-early-move")
         self._started: dict[tuple[str, str, tuple[str, ...]], Future[MoveResult]] = {}
         self._refused: DicomError | None = None  # why the association could not be opened
+        self._finished = False
+        # What the folder held when each move started: what arrives after it came with
+        # it (or with the moves before it), objects not asked for included.
+        self._present: dict[tuple[str, str, tuple[str, ...]], frozenset[str]] = {}
+        self.asked: set[str] = set()  # the SOP Instance UIDs named by the moves started
 
     def __enter__(self) -> EarlyMoves:
         return self
@@ -76,29 +93,75 @@ class EarlyMoves:
     def start(self, item: Item) -> None:
         """Move ``item`` now (after those started before it), unless some of it is
         already where it goes."""
-        if item.key in self._started:
+        if item.key in self._started or self._finished:
             return
         if self.folder is not None:
             found, _ = self.folder.read()
             if any(f.series_uid == item.series_uid if item.level == "SERIES"
                    else f.sop_uid in item.sop_uids for f in found.values()):
                 return
+            self._present[item.key] = frozenset(found)
+        self.asked.update(item.sop_uids)
         log.info("moving %s %s to %s while the rest is resolved", item.modality,
                  item.series_uid if item.level == "SERIES" else item.sop_uids[0],
                  self.destination)
         self._started[item.key] = self._pool.submit(self._move, identifier(item))
 
-    def _move(self, keys: Dataset) -> MoveResult:
-        if self._refused is None:
+    def prepare(self) -> None:
+        """Open the association now, in the background (once the first one is open: a
+        daemon allowing one association per client must refuse this one, not that)."""
+        if not self._finished:
+            self._pool.submit(self._connect)
+
+    def _connect(self) -> None:
+        if self._refused is None and not self.session.associated:
             try:
                 self.session.connect()
             except DicomError as exc:
                 log.info("no second association with the DB Daemon (%s): objects move once "
                          "the collection is resolved", exc)
                 self._refused = exc
+
+    def _move(self, keys: Dataset) -> MoveResult:
+        self._connect()
         if self._refused is not None:
             raise Unavailable(str(self._refused))
         return self.session.move(keys, self.destination)
+
+    @property
+    def associated(self) -> bool:
+        """Whether the early moves have their own association (the transfer then needs
+        the first one only to move again what did not arrive)."""
+        return self.session.associated
+
+    def finish(self) -> None:
+        """Nothing more will start: the association is released right after the last
+        move ends, while the transfer still checks what arrived."""
+        if not self._finished:
+            self._finished = True
+            self._pool.submit(self.session.close)
+
+    def arrived(self, uid: str) -> Found | None:
+        """Object ``uid`` as read in the destination's folder once the early move that
+        names it has ended; None if there is no such move or folder, the move failed, or
+        the object is not (readable) there."""
+        started = next((f for key, f in self._started.items() if uid in key[2]), None)
+        if self.folder is None or started is None:
+            return None
+        try:
+            result = started.result()
+        except (DicomError, Unavailable):
+            return None
+        if not (result.sent or result.uncounted_success):
+            return None
+        # A File Daemon may still be writing when the move returns.
+        self.folder.settle({uid}, quiet=_ARRIVAL_QUIET, limit=_ARRIVAL_LIMIT)
+        return self.folder.read()[0].get(uid)
+
+    def present(self, item: Item) -> frozenset[str] | None:
+        """The SOP Instance UIDs in the folder when the early move of ``item`` started
+        (None: no such move, or no folder)."""
+        return self._present.get(item.key)
 
     def take(self, item: Item) -> Future[MoveResult] | None:
         """The early move of ``item``, if one was started (its result raises the move's

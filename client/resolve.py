@@ -82,9 +82,11 @@ class Resolver:
     def __init__(self, archive: PatientArchive, headers: Headers,
                  on_item: Callable[[Item], None] | None = None) -> None:
         self.archive, self.headers = archive, headers
-        # Told of each object to move as soon as it is known, in the collection's order
-        # (an image series before its C-FIND at IMAGE level lists its instances).
+        # Told of each object to move as soon as it is known, in the collection's order:
+        # the plan chosen by UID and a structure set before their headers are read, an
+        # image series before its C-FIND at IMAGE level lists its instances.
         self.on_item = on_item
+        self._announced: set[tuple[str, str, tuple[str, ...]]] = set()
         self._dose_plans: dict[str, list[str]] | None = None
 
     # -- plans ------------------------------------------------------------------------
@@ -104,6 +106,13 @@ class Resolver:
             instance = self.archive.find_instance(choice.uid, "RTPLAN")
             if instance is None:
                 raise self._not_found(choice, "no RT Plan with this SOP Instance UID")
+            # It moves while its header comes to us (or to the destination, see
+            # client.early_moves); meanwhile the instances its structure set and doses
+            # will be looked up among are listed, as they will be anyway.
+            self._found(_plan_item(instance, ""))
+            if self.on_item is not None:
+                for modality in ("RTSTRUCT", "RTDOSE"):
+                    self.archive.of_modality(modality)
             return [self.plan_info(instance)]
         plans = self.plans()
         chosen = [p for p in plans
@@ -139,9 +148,7 @@ class Resolver:
     def collection(self, plan: PlanInfo) -> Collection:
         warnings: list[str] = []
         name = plan.label or plan.instance.uid
-        items = [Item(Role.PLAN, plan.instance.series.study_uid, plan.instance.series.uid,
-                      (plan.instance.uid,), plan.instance.sop_class_uid, "RTPLAN", plan.label,
-                      f"C-FIND RTPLAN in study {plan.instance.series.study_uid}")]
+        items = [_plan_item(plan.instance, plan.label)]
         self._found(items[0])
         if not plan.readable:
             why = self.headers.problems.get(plan.instance.uid, "it did not arrive")
@@ -192,7 +199,9 @@ class Resolver:
                           tuple(items), tuple(warnings))
 
     def _found(self, item: Item) -> None:
-        if self.on_item is not None:
+        """Tell :attr:`on_item` of ``item``, once (it may be known before its header)."""
+        if self.on_item is not None and item.key not in self._announced:
+            self._announced.add(item.key)
             self.on_item(item)
 
     def _structure_set(self, ss_uid: str, plan_name: str, warnings: list[str],
@@ -202,12 +211,14 @@ class Resolver:
             warnings.append(f"Plan {plan_name} references structure set {ss_uid}, which the "
                             "archive does not have: no structure set and no images.")
             return []
+        found_by = f"ReferencedStructureSetSequence of plan {plan_name}"
+        # It moves while its header comes to us (the images follow once that is read).
+        self._found(Item(Role.STRUCTURE_SET, instance.series.study_uid, instance.series.uid,
+                         (ss_uid,), instance.sop_class_uid, "RTSTRUCT", "", found_by))
         ds = self.headers.get(instance)
         label = _text(ds, "StructureSetLabel")
         items = [Item(Role.STRUCTURE_SET, instance.series.study_uid, instance.series.uid,
-                      (ss_uid,), instance.sop_class_uid, "RTSTRUCT", label,
-                      f"ReferencedStructureSetSequence of plan {plan_name}")]
-        self._found(items[0])
+                      (ss_uid,), instance.sop_class_uid, "RTSTRUCT", label, found_by)]
         if ds is None:
             why = self.headers.problems.get(ss_uid, "it did not arrive")
             warnings.append(f"Structure set {ss_uid} could not be read ({why}): its images "
@@ -267,6 +278,12 @@ class Resolver:
         s = self.archive.session.settings
         return Manifest(self.archive.patient_id, self.archive.patient_name,
                         tuple(self.collection(p) for p in plans), source=s.peer)
+
+
+def _plan_item(instance: Instance, label: str) -> Item:
+    return Item(Role.PLAN, instance.series.study_uid, instance.series.uid, (instance.uid,),
+                instance.sop_class_uid, "RTPLAN", label,
+                f"C-FIND RTPLAN in study {instance.series.study_uid}")
 
 
 def _referenced_series(ds: Dataset | None) -> dict[str, list[str]]:

@@ -109,8 +109,11 @@ class Transfer:
         error: DicomError | None = None
         refused = 0  # attempts whose sub-operations the server itself reported failed
         # A move started while resolving counts as the first attempt, even when what it
-        # brought is all there by now.
+        # brought is all there by now; what it brought is what came after it started.
         started = self.early.take(item) if self.early is not None else None
+        present = self.early.present(item) if started is not None and self.early else None
+        if present is not None:
+            before = set(present)
         while missing or started is not None:
             if attempts > s.retries:
                 break
@@ -204,8 +207,11 @@ class Transfer:
 
     def _strays(self, item: Item, expected: set[str], before: set[str]) -> list[str]:
         """Objects of this series that arrived during its moves but were not asked for."""
+        # The early moves of other objects of this series (doses of one series) may
+        # have brought them meanwhile: those were asked for.
+        asked = self.early.asked if self.early is not None else set()
         strays = sorted(u for u, f in self.found.items()
-                        if u not in expected and u not in before
+                        if u not in expected and u not in before and u not in asked
                         and f.series_uid == item.series_uid)
         if strays:
             problem = (f"{self.settings.aec} sent {len(strays)} object(s) of series "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -31,6 +31,10 @@ class Found:
     study_uid: str
     patient_id: str
     charset_problem: str | None = None  # text that will show wrongly, and why
+    # What the file references, by the role it would play (None: not taken at reading,
+    # :func:`reference_problems` reads the file again).
+    references: tuple[tuple[Role, tuple[str, ...]], ...] | None = field(default=None,
+                                                                        compare=False)
 
 
 # Text elements whose bytes depend on the Specific Character Set.
@@ -125,18 +129,14 @@ class Folder:
         self.root = root
         self._seen: dict[tuple[str, int, int], Found | str] = {}
 
-    def _files(self) -> list[tuple[Path, os.stat_result]]:
-        out = []
+    def _files(self) -> list[tuple[str, os.stat_result]]:
+        """The candidate files' paths, as ``root.rglob("*")`` lists them (symlinked
+        folders not entered), by ``os.scandir``: the folder is listed every 50 ms while
+        objects arrive, and rglob's listing (Path objects, two ``stat`` calls a file) took
+        1.1 ms for 123 files, this one 0.3."""
+        out: list[tuple[str, os.stat_result]] = []
         if self.root.is_dir():
-            for path in self.root.rglob("*"):
-                if path.name.startswith(TEMP_PREFIX) or path.name == "DICOMDIR":
-                    continue
-                try:
-                    st = path.stat()
-                except OSError:
-                    continue  # renamed or removed while we looked
-                if path.is_file() and path.suffix.lower() in (".dcm", ""):
-                    out.append((path, st))
+            _list(self.root, out)
         return out
 
     def signature(self) -> tuple[int, int]:
@@ -147,15 +147,16 @@ class Folder:
         """Readable objects by SOP Instance UID, and the unreadable files with why."""
         found: dict[str, Found] = {}
         bad: dict[Path, str] = {}
+        seen = self._seen
         for path, st in self._files():
-            key = (str(path), st.st_size, st.st_mtime_ns)
-            if key not in self._seen:
-                self._seen[key] = _read(path)
-            result = self._seen[key]
+            key = (path, st.st_size, st.st_mtime_ns)
+            result = seen.get(key)
+            if result is None:
+                result = seen[key] = _read(Path(path))
             if isinstance(result, Found):
                 found[result.sop_uid] = result
             else:
-                bad[path] = result
+                bad[Path(path)] = result
         return found, bad
 
     def settle(self, expected: set[str], *, quiet: float = 1.0, limit: float = 60.0) -> None:
@@ -173,6 +174,31 @@ class Folder:
                 return
 
 
+def _list(folder: str | Path, out: list[tuple[str, os.stat_result]]) -> None:
+    """The files of ``folder``, then of its subfolders, depth first (as rglob)."""
+    subfolders: list[str] = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                name = entry.name
+                try:
+                    if entry.is_dir() and not entry.is_symlink():
+                        subfolders.append(entry.path)
+                        continue
+                    if name.startswith(TEMP_PREFIX) or name == "DICOMDIR" \
+                            or os.path.splitext(name)[1].lower() not in (".dcm", "") \
+                            or not entry.is_file():
+                        continue
+                    st = entry.stat()
+                except OSError:
+                    continue  # renamed or removed while we looked
+                out.append((entry.path, st))
+    except OSError:
+        return  # removed while we looked
+    for subfolder in subfolders:
+        _list(subfolder, out)
+
+
 def _read(path: Path) -> Found | str:
     try:
         with path.open("rb") as fh:
@@ -182,9 +208,19 @@ def _read(path: Path) -> Found | str:
             return problem
         return Found(path, str(ds.SOPInstanceUID), str(ds.get("SeriesInstanceUID", "")),
                      str(ds.get("StudyInstanceUID", "")), str(ds.get("PatientID", "")),
-                     charset_problem(ds))
+                     charset_problem(ds), _all_references(ds))
     except Exception as exc:  # whatever a half-written or hostile file makes pydicom raise
         return f"unreadable: {type(exc).__name__}: {exc}"
+
+
+def _all_references(ds: Dataset) -> tuple[tuple[Role, tuple[str, ...]], ...] | None:
+    """The references taken from the dataset read anyway: checking them once the moves
+    end then reads no file again (the structure set's contours took 3 ms to read twice).
+    None if they cannot be taken: the check reads the file, and fails, as before."""
+    try:
+        return tuple((role, tuple(_references(ds, role))) for role in _REFERRING)
+    except Exception:  # a malformed sequence: let reference_problems meet it
+        return None
 
 
 def identity_problems(item: Item, found: dict[str, Found], patient_id: str,
@@ -234,14 +270,19 @@ def reference_problems(manifest: Manifest, found: dict[str, Found]) -> list[str]
             f = found.get(item.sop_uids[0]) if item.sop_uids else None
             if f is None:
                 continue
-            ds = pydicom.dcmread(f.path, stop_before_pixels=True)
-            refs = _references(ds, item.role)
+            refs = dict(f.references).get(item.role) if f.references is not None else None
+            if refs is None:
+                refs = tuple(_references(pydicom.dcmread(f.path, stop_before_pixels=True),
+                                         item.role))
             broken = [r for r in refs if r in listed and r not in found]
             if broken:
                 out.append(f"{item.role.value} {item.sop_uids[0]} references "
                            f"{len(broken)} listed object(s) that did not arrive, e.g. "
                            f"{broken[0]}")
     return out
+
+
+_REFERRING = (Role.PLAN, Role.DOSE, Role.STRUCTURE_SET)  # roles whose references are checked
 
 
 def _references(ds: Dataset, role: Role) -> list[str]:

@@ -394,3 +394,23 @@ def test_charset_problem_is_judged_from_the_raw_bytes(charset: str | None, raw: 
                                                       problem: str | None) -> None:
     found = charset_problem(_with_name(raw, charset))
     assert (found is None) if problem is None else (problem in (found or ""))
+
+
+def test_reference_problems_read_the_file_when_its_references_were_not_taken(
+        tmp_path: Path) -> None:
+    """A Found made elsewhere (no references taken at reading) is read again to check."""
+    path = _plan_file(tmp_path, SS_UID)
+    found = {PLAN_UID: Found(path, PLAN_UID, RT_SERIES, STUDY, PATIENT)}
+    assert found[PLAN_UID].references is None
+    assert reference_problems(_manifest(), found) == [
+        f"plan {PLAN_UID} references 1 listed object(s) that did not arrive, e.g. {SS_UID}"]
+
+
+def test_the_references_are_taken_when_a_file_is_read(tmp_path: Path) -> None:
+    """Checking references after the moves then reads no file again."""
+    path = _plan_file(tmp_path, SS_UID)
+    found, _ = Folder(tmp_path).read()
+    assert dict(found[PLAN_UID].references or ())[Role.PLAN] == (SS_UID,)
+    path.unlink()  # the check must not need the file any more
+    assert reference_problems(_manifest(), found) == [
+        f"plan {PLAN_UID} references 1 listed object(s) that did not arrive, e.g. {SS_UID}"]

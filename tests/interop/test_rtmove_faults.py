@@ -8,6 +8,7 @@ import json
 import logging
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,10 @@ from peers import free_port
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event, EventHandlerType
 
+from client.archive_view import PatientArchive
 from client.cli import main
+from client.session import Session, quiesce_reactor
+from client.settings import from_site
 from client.site import Model, Quirks, Site
 from emulators.archive import Archive
 from emulators.db_daemon import DBDaemon
@@ -32,6 +36,7 @@ from emulators.synthetic import PatientRecipe
 pytestmark = pytest.mark.interop
 
 RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
+RT_STRUCT = "1.2.840.10008.5.1.4.1.1.481.3"
 Hook = Callable[[int], None]
 
 
@@ -102,6 +107,15 @@ def cut_the_client_at(store: int, dbd: DBDaemon, site: Site) -> Hook:
     return cut
 
 
+def idle(*daemons: DBDaemon | FileDaemon) -> None:
+    """Wait until no daemon has an association open. A cut association ends rtmove's
+    run at once, while the DB Daemon may still be storing the object it was sending (its
+    move stops only when it notices): what the folder holds is known only after that."""
+    deadline = time.monotonic() + 10
+    while any(d.ae.active_associations for d in daemons) and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 def collection(recipe: PatientRecipe) -> set[str]:
     plan = recipe.plans[0]
     ss = plan.structure_set
@@ -166,6 +180,7 @@ def test_an_abort_halfway_through_the_ct_then_a_rerun_moves_only_the_rest(
         # cut ends both, and with no retries the run stops unreachable (4); a cut after
         # resolving leaves the series incomplete (8).
         assert code in (4, 8), report
+        idle(dbd, fd)
         first = in_folder(fd.output)
         missing = collection(recipe) - first
         assert missing and first
@@ -318,6 +333,56 @@ def test_objects_move_while_the_collection_is_still_resolved(
         assert fd.stored == len(collection(recipe))  # each object stored once
 
 
+def _recording(dbd: DBDaemon) -> list[tuple[str, str]]:
+    """(destination, SOP Instance UID or "") of each C-MOVE the DB Daemon plans."""
+    moves: list[tuple[str, str]] = []
+    plan_move = dbd.plan_move
+
+    def recorded(calling: str, destination: str, sop_class: str,
+                 identifier: Dataset) -> Any:
+        moves.append((destination, str(identifier.get("SOPInstanceUID", ""))))
+        return plan_move(calling, destination, sop_class, identifier)
+
+    dbd.plan_move = recorded  # type: ignore[method-assign]
+    return moves
+
+
+def test_the_plan_and_structure_set_are_read_where_they_arrive(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    """With the File Daemon's folder in view, the plan and the structure set rtmove must
+    read are read there once their moves end, not moved to rtmove as well; the doses it
+    must read first to know them still come to rtmove."""
+    recipe = archive.recipe(0)
+    plan, ss = recipe.plans[0], recipe.plans[0].structure_set
+    with daemons(tmp_path, archive) as (site, dbd, fd):
+        moves = _recording(dbd)
+        code, report = rtmove(site, recipe, capsys)
+        assert code == 0, report
+        to_self = {uid for dest, uid in moves if dest == site.client.ae_title}
+        assert to_self and not to_self & {plan.uid, ss.uid}, moves
+        assert to_self <= {d.uid for d in recipe.doses}, moves
+        assert in_folder(fd.output) == collection(recipe)
+        assert fd.stored == len(collection(recipe))
+
+
+def test_a_structure_set_that_does_not_reach_the_destination_is_moved_to_rtmove(
+        tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str]) -> None:
+    """The File Daemon refuses RT Structure Sets: the structure set's header comes to
+    rtmove instead, so its images are still found and moved."""
+    recipe = archive.recipe(0)
+    ss = recipe.plans[0].structure_set
+    with daemons(tmp_path, archive, refuse=(RT_STRUCT,)) as (site, dbd, fd):
+        moves = _recording(dbd)
+        code, report = rtmove(site, recipe, capsys, "--retries", "0")
+        assert code == 8, report
+        assert (site.client.ae_title, ss.uid) in moves, moves
+        assert in_folder(fd.output) == collection(recipe) - {ss.uid}
+        outcomes = {i["role"]: i["outcome"]
+                    for c in report["manifest"]["collections"] for i in c["items"]}
+        assert outcomes["structure-set"] == "failed", outcomes
+        assert outcomes["image-series"] == "arrived", outcomes
+
+
 def test_a_daemon_refusing_a_second_association_gets_each_object_moved_once(
         tmp_path: Path, archive: Archive, capsys: pytest.CaptureFixture[str],
         caplog: pytest.LogCaptureFixture) -> None:
@@ -334,3 +399,38 @@ def test_a_daemon_refusing_a_second_association_gets_each_object_moved_once(
         assert fd.stored == len(collection(recipe))
         rejected = [r for r in caplog.records if "live associations, more than" in r.message]
         assert len(rejected) == 1, [r.message for r in rejected]
+
+
+def test_a_session_released_in_the_background_associates_again_when_used(
+        tmp_path: Path, archive: Archive) -> None:
+    """collect releases its first association once the collection is resolved, while the
+    objects move; a retry that needs it waits for that release and associates anew."""
+    recipe = archive.recipe(0)
+    with daemons(tmp_path, archive) as (site, _dbd, _fd):
+        with Session(from_site(site)) as session:
+            session.connect()
+            first = session._assoc
+            assert first is not None
+            session.release_in_background()
+            assert PatientArchive(session, recipe.patient_id).studies()
+            assert first.is_released and not first.dul.is_alive()
+            assert session.associated and session._assoc is not first
+            second = session._assoc
+        assert not session.associated
+        assert second is not None and second.is_released and not second.dul.is_alive()
+
+
+def test_before_a_request_the_association_reactor_is_blocked(
+        tmp_path: Path, archive: Archive) -> None:
+    """quiesce_reactor returns only once pynetdicom's reactor waits on its checkpoint:
+    until that is set again it cannot take a response meant for the request."""
+    with daemons(tmp_path, archive) as (site, _dbd, _fd), Session(from_site(site)) as session:
+        session.connect()
+        assoc = session._assoc
+        assert assoc is not None
+        checkpoint = assoc._reactor_checkpoint
+        for _ in range(20):
+            quiesce_reactor(assoc)
+            assert checkpoint._cond._waiters  # type: ignore[attr-defined]
+            checkpoint.set()
+            time.sleep(0.002)  # the reactor runs a loop or two
