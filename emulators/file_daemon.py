@@ -4,6 +4,12 @@ Files keep the bytes and transfer syntax the sender used (the dataset is never
 re-encoded), behind a File Meta header naming this daemon and the sender. Names
 come from the received data, so each component is made safe by
 :func:`emulators.files.archive_path`; nothing is written outside the output folder.
+
+Plain C-STORE requests are read and served by :mod:`emulators.store_lane`, which
+writes each file while its fragments arrive (:class:`_Staging`: a hidden temporary
+file in the output folder, renamed into place once the data set is whole); everything
+else takes pynetdicom's path (:meth:`FileDaemon._on_store`). Both end in
+:meth:`FileDaemon._keep`, with the same checks, faults and logs.
 """
 
 from __future__ import annotations
