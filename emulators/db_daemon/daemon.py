@@ -19,6 +19,7 @@ from pynetdicom import evt
 from pynetdicom.dsutils import encode
 from pynetdicom.events import Event, EventHandlerType
 
+from client.files import part10_transfer_syntax
 from client.site import DEFAULT_CHARSET, Model, Site, TrustedAE
 from client.statuses import failure_status as failure
 from client.verify import pixel_problem
@@ -257,7 +258,8 @@ class DBDaemon(Daemon):
         if location is None or location.path is None:
             return _NATIVE
         try:
-            stored = read_file_meta_info(location.path).TransferSyntaxUID
+            path = Path(location.path)
+            stored = part10_transfer_syntax(path) or read_file_meta_info(path).TransferSyntaxUID
         except (OSError, AttributeError, ValueError):
             return _NATIVE
         return _NATIVE if stored in _UNCOMPRESSED else (str(stored),)

@@ -23,7 +23,7 @@ from pydicom import dcmread
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
-from pydicom.filereader import read_dataset
+from pydicom.filereader import read_dataset, read_file_meta_info
 from pydicom.sequence import Sequence
 from pydicom.uid import (
     JPEG2000,
@@ -47,11 +47,17 @@ from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.dsutils import decode, encode
 
 from client import dimse_commands, file_meta
-from client.files import Received, _pydicom_header, part10_body, write_received
+from client.files import (
+    Received,
+    _pydicom_header,
+    part10_body,
+    part10_transfer_syntax,
+    write_received,
+)
 from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from emulators.dataset_length import cut_short
 from emulators.db_daemon.charset_swap import ASCII_BASED, redeclared
-from emulators.files import write_patient
+from emulators.files import write_part10, write_patient
 from emulators.raw_elements import Element, Truncated, elements
 from emulators.synthetic import SyntheticConfig, make_recipe
 
@@ -808,3 +814,25 @@ def test_un_encoded_text_is_judged() -> None:
     result = redeclared(data, False, True, ("ISO_IR 100",), "ISO_IR 192")
     assert result is None or _decoded(result, False, True).StudyDescription == "Müller"
 
+
+
+# -- the File Meta group's transfer syntax ---------------------------------------------------
+@pytest.mark.parametrize("syntax", [ExplicitVRLittleEndian, ImplicitVRLittleEndian,
+                                    ExplicitVRBigEndian], ids=lambda s: s.name)
+def test_the_stored_syntax_is_read_as_pydicom_reads_it(tmp_path: Path, syntax: UID) -> None:
+    """Every cut of a file's first bytes: the raw read gives pydicom's answer or None
+    (pydicom's reader then decides), never another syntax."""
+    ds = dcmread(write_patient(make_recipe(SyntheticConfig(seed=2, slices=2, rows=16,
+                                                           columns=16), 0),
+                               tmp_path / "src")[0])
+    path = tmp_path / "x.dcm"
+    write_part10(ds, path, syntax)
+    data = path.read_bytes()
+    assert part10_transfer_syntax(path) == syntax
+    cut = tmp_path / "cut.dcm"
+    for end in range(0, 400):
+        cut.write_bytes(data[:end])
+        ours = part10_transfer_syntax(cut)
+        if ours is not None:
+            assert ours == read_file_meta_info(cut).TransferSyntaxUID, end
+    assert part10_transfer_syntax(cut) == syntax  # 399 bytes hold the whole group
