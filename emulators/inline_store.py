@@ -73,7 +73,11 @@ def serve_stores_inline(assoc: Association, allowed: Callable[[Any, int], bool])
         receive(primitive)
         waiting = dimse.msg_queue
         with turns.lock:
-            if turns.busy or waiting.qsize() != 1:
+            # Not before the acceptor's thread has marked the association established (it
+            # does so just after the A-ASSOCIATE-AC goes out, and a quick peer's request can
+            # come first): pynetdicom's services answer nothing until then. The reactor
+            # serves it once it runs.
+            if turns.busy or waiting.qsize() != 1 or not assoc.is_established:
                 return
             context_id, msg = waiting.queue[0]
             if not isinstance(msg, C_STORE) or msg.MessageIDBeingRespondedTo is not None \

@@ -140,8 +140,12 @@ class _Lane:
 
     def _may_start(self) -> bool:
         dul = self.dul
-        if dul.state_machine.current_state != "Sta6" or self.assoc.dimse.message is not None \
-                or not dul.event_queue.empty() or not self.heard():
+        # Established, not only in Sta6: the acceptor's thread marks the association
+        # established just after its A-ASSOCIATE-AC goes out, and a peer that sends at once
+        # can be read before that; pynetdicom's services answer nothing until then.
+        if dul.state_machine.current_state != "Sta6" or not self.assoc.is_established \
+                or self.assoc.dimse.message is not None or not dul.event_queue.empty() \
+                or not self.heard():
             return False
         try:
             head = self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)

@@ -35,6 +35,7 @@ from hardening.fuzz_pdus import (
     store_rq,
 )
 from pydicom.dataset import Dataset
+from pynetdicom import evt
 from pynetdicom.dsutils import encode
 
 from client.files import part10_body
@@ -512,3 +513,30 @@ def test_a_daemon_without_a_pdu_limit_hands_over_as_pynetdicom(
     steps, release = _case("echo-between", slices)
     seen = like_pynetdicom(site, tmp_path, steps, lane, release, max_pdu=0)
     assert seen.answers == HAND_OVERS["echo-between"][0]
+
+
+# --- 9. before pynetdicom marks the association established ------------------------------
+
+class _LateToEstablish(FileDaemon):
+    """pynetdicom marks an accepted association established only once EVT_ACCEPTED's
+    handlers have returned, and its A-ASSOCIATE-AC is out before that: here a handler
+    holds that moment back 0.3 s, so the peer's first request always comes first."""
+
+    def handlers(self) -> list[Any]:
+        return [*super().handlers(), (evt.EVT_ACCEPTED, lambda _event: time.sleep(0.3))]
+
+
+@pytest.mark.parametrize("mismatch", [False, True], ids=["plain", "other-uid-in-data-set"])
+def test_a_store_sent_before_the_association_is_marked_established_is_answered(
+        site: Site, tmp_path: Path, slices: list[Dataset], mismatch: bool) -> None:
+    """Served on the DUL thread before the flag was set, pynetdicom's service returned
+    without answering, and the peer waited out its timeout (seen in CI, 1 run in ~12
+    under load): now the request waits for the reactor, which runs once it is set."""
+    ds = slices[0]
+    command = fields(ds)
+    if mismatch:  # refused (0xA900) on pynetdicom's path, as the lane hands it over
+        command[0x1000] = fp.ui(b"1.2.826.0.1.3680043.9.7433.99.7")
+    with _LateToEstablish(site, tmp_path / "fd") as fd:
+        seen, ending = exchange(fd.port, [message(CT, command_set(command), wire(ds)), 1])
+    assert seen and seen[0][0x0900] == (b"\x00\xa9" if mismatch else b"\x00\x00"), seen
+    assert ending == "released"
