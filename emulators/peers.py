@@ -20,6 +20,7 @@ This module imports nothing from the client, and the client nothing from it.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -41,8 +42,32 @@ READY_TIMEOUT = 30.0  # seconds for dcmqrscp to listen and answer C-ECHO
 LOG_TAIL = 30  # lines of a server's log in an error message
 
 
+_EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_LOWEST_PICK = 10000  # below: well-known and commonly configured services
+_PICKS = random.Random()  # its own: tests that seed the global generator stay repeatable
+
+
 def free_port() -> int:
-    """A loopback TCP port free now (the OS's pick; another process may take it later)."""
+    """A loopback TCP port free now; another process may still take it later.
+
+    Picked below the range the OS gives outgoing connections, where it can tell: a port
+    the OS picks (a bind to port 0) is such an ephemeral port, which any connection on
+    the machine may take before the server meant to listen on it starts. In a CI run
+    with two test workers opening thousands of associations, a storescp once exited
+    "before listening" that way.
+    """
+    try:
+        low = int(_EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    for _ in range(50 if low > _LOWEST_PICK + 1000 else 0):
+        port = _PICKS.randrange(_LOWEST_PICK, low)
+        with socket.socket() as sock:
+            try:
+                sock.bind((LOOPBACK, port))
+            except OSError:
+                continue  # in use: another pick
+            return port
     with socket.socket() as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
