@@ -237,7 +237,7 @@ class _Staging:
         self.daemon, self.assoc, self.request = daemon, assoc, request
         self.transfer_syntax = transfer_syntax
         self.calling = calling_ae_from(assoc)
-        self.error: OSError | None = None  # a write failed: answered once the data set is in
+        self.error: OSError | None = None  # a staged write failed: see commit()
         self.staged: StagedFile | None = None
         self.body = bytearray()
         try:
@@ -273,7 +273,12 @@ class _Staging:
     def commit(self, path: Path) -> Received:
         """Name the file ``path`` (as :func:`client.files.write_received` would write it)."""
         if self.error is not None or self.staged is None:
-            raise self.error or OSError(errno.EIO, "no file was staged")
+            # The staged write failed: often a disk full only for the moment, while other
+            # objects were being written (their staged files held the space). Write the
+            # whole data set now, as the other path does, and let that say.
+            return write_received(path, self.body, self.request.sop_class,
+                                  self.request.sop_uid, self.transfer_syntax, self.calling,
+                                  root=self.daemon.output, sync=self.daemon.sync)
         try:
             check_inside(self.daemon.output, path)
             outcome = arrival(path, self.body)
