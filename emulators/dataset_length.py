@@ -11,7 +11,7 @@ import zlib
 
 from pydicom.uid import UID
 
-from .raw_elements import Malformed, Truncated, elements
+from client.raw_elements import Malformed, Truncated, elements
 
 
 def cut_short(body: bytes, transfer_syntax: UID) -> str | None:

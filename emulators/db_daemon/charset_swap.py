@@ -14,7 +14,7 @@ import struct
 
 from pydicom.datadict import dictionary_VR
 
-from ..raw_elements import ASCII_BASED, UNDEFINED, elements
+from client.raw_elements import ASCII_BASED, UNDEFINED, elements
 
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})  # written in the set
 _CHARSET_TAG = 0x00080005

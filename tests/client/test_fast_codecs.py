@@ -58,7 +58,7 @@ from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from emulators.dataset_length import cut_short
 from emulators.db_daemon.charset_swap import ASCII_BASED, redeclared
 from emulators.files import write_part10, write_patient
-from emulators.raw_elements import Element, Truncated, elements
+from client.raw_elements import Element, Truncated, elements
 from emulators.synthetic import SyntheticConfig, make_recipe
 
 _SETTINGS = settings(max_examples=150, deadline=None)

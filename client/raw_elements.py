@@ -3,12 +3,15 @@
 pydicom reads a value cut short by the end of the stream as a shorter value, and
 decoding a whole data set to read or change a few values costs milliseconds a CT
 slice. Both daemons walk received and stored bytes here instead: to refuse what is not
-whole (:mod:`emulators.dataset_length`) and to re-declare an export's character set
-when no text needs re-encoding (:mod:`emulators.db_daemon.charset_swap`).
+whole (:mod:`emulators.dataset_length`), to read a received object's identity
+(:mod:`emulators.dataset_head`) and to re-declare an export's character set when no
+text needs re-encoding (:mod:`emulators.db_daemon.charset_swap`); rtmove and the DB
+Daemon read stored files' heads here too (:mod:`client.part10_head`).
 """
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterator
 from typing import NamedTuple
@@ -28,6 +31,21 @@ ASCII_BASED = frozenset({"", "ISO_IR 6", "ISO_IR 100", "ISO_IR 101", "ISO_IR 109
                          "ISO_IR 110", "ISO_IR 126", "ISO_IR 127", "ISO_IR 138",
                          "ISO_IR 144", "ISO_IR 148", "ISO_IR 166", "ISO_IR 192", "GB18030",
                          "GBK"})
+
+
+_IMPLICIT_HEADER = {True: struct.Struct("<HHI"), False: struct.Struct(">HHI")}
+_EXPLICIT_HEADER = {True: struct.Struct("<HH2sH"), False: struct.Struct(">HH2sH")}  # short
+_LONG_LENGTH = {True: struct.Struct("<I"), False: struct.Struct(">I")}
+
+
+def plain_text(value: bytes) -> str | None:
+    """``value`` as pydicom decodes a one-valued text element (its trailing padding
+    stripped), if printable ASCII without a leading space or backslash; else None."""
+    text = value.rstrip(b"\x00 ")
+    if text[:1] == b" " or b"\\" in text or not text.isascii():
+        return None
+    decoded = text.decode("ascii")
+    return decoded if decoded.isprintable() else None
 
 
 class Truncated(ValueError):
@@ -52,7 +70,8 @@ class Element(NamedTuple):
     length: int  # its value's length (UNDEFINED: a sequence or encapsulated data)
 
 
-def elements(body: bytes | bytearray, implicit: bool, little: bool) -> Iterator[Element]:
+def elements(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
+             ) -> Iterator[Element]:
     """Every element of ``body`` in order, nested ones included; Truncated when a
     defined length runs past its container or an undefined-length sequence or item is
     never closed (PS3.5 7.5), Malformed at an Explicit VR that is none of PS3.5's
@@ -114,6 +133,90 @@ def elements(body: bytes | bytearray, implicit: bool, little: bool) -> Iterator[
             pos += length
 
 
+class Top(NamedTuple):
+    """A top-level element as encoded: its items (a sequence's, encapsulated pixel
+    data's) are walked and proven whole, not listed."""
+
+    tag: int
+    vr: bytes | None  # None in Implicit VR
+    offset: int  # where its header starts
+    start: int  # where its value starts
+    length: int  # UNDEFINED: a sequence or encapsulated data so encoded
+
+    def holds_items(self) -> bool:
+        """Whether the value is items (a sequence, encapsulated data), not one value."""
+        return self.length == UNDEFINED or self.vr == b"SQ" \
+            or (self.vr is None and _is_sequence(self.tag))
+
+
+class _NotFlat(Exception):
+    """A sequence, an item or an undefined length: the general walk's case."""
+
+
+def top_level(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
+              stop: frozenset[int] = frozenset()) -> tuple[list[Top], int]:
+    """``body``'s top-level elements in order, up to the first whose tag is in ``stop``
+    (or the end), and where the walk ended; with the checks of :func:`elements`
+    (Truncated, Malformed) for everything before that end.
+
+    A data set without sequences (a CT slice's) is walked in one flat loop, one
+    ``struct`` unpack an element: the general walk cost three times as much.
+    """
+    try:
+        return _flat(body, implicit, little, stop)
+    except _NotFlat:
+        found: list[Top] = []
+        for element in elements(body, implicit, little):
+            if element.depth:
+                continue
+            if element.tag in stop:
+                return found, element.offset
+            found.append(Top(element.tag, element.vr, element.offset, element.start,
+                             element.length))
+        return found, len(body)
+
+
+def _flat(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
+          stop: frozenset[int]) -> tuple[list[Top], int]:
+    implicit_header, explicit_header = _IMPLICIT_HEADER[little], _EXPLICIT_HEADER[little]
+    long = _LONG_LENGTH[little]
+    found: list[Top] = []
+    pos, end = 0, len(body)
+    while pos < end:
+        if pos + 8 > end:
+            raise Truncated(f"ends inside an element header at byte {pos}")
+        vr: bytes | None
+        if implicit:
+            group, number, length = implicit_header.unpack_from(body, pos)
+            tag, start, vr = (group << 16) | number, pos + 8, None
+            if tag in stop:
+                return found, pos
+            if group == 0xFFFE or length == UNDEFINED or _is_sequence(tag):
+                raise _NotFlat
+        else:
+            group, number, vr, length = explicit_header.unpack_from(body, pos)
+            tag = (group << 16) | number
+            if tag in stop:
+                return found, pos
+            if vr not in VRS:
+                raise Malformed(f"element ({group:04X},{number:04X}) has no valid VR ({vr!r})")
+            if vr in LONG_VRS:
+                if pos + 12 > end:
+                    raise Truncated(f"ends inside an element header at byte {pos}")
+                length, start = long.unpack_from(body, pos + 8)[0], pos + 12
+            else:
+                start = pos + 8
+            if vr == b"SQ" or length == UNDEFINED or group == 0xFFFE:
+                raise _NotFlat
+        if start + length > end:
+            raise Truncated(f"element ({group:04X},{number:04X}) declares {length} bytes, "
+                            f"{end - start} remain")
+        found.append(Top(tag, vr, pos, start, length))
+        pos = start + length
+    return found, end
+
+
+@functools.lru_cache(maxsize=4096)
 def _is_sequence(tag: int) -> bool:
     from pydicom.datadict import dictionary_VR
 
