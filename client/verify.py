@@ -7,18 +7,21 @@ each file is read whole, and the references between what arrived are checked.
 
 from __future__ import annotations
 
+import functools
 import os
-import struct
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.tag import Tag
 
 from .files import TEMP_PREFIX
 from .manifest import Item, Manifest, Outcome, Role
+from .part10_head import NeedMore, Part10Head, pixel_data_problem, read_head
 
 
 @dataclass(frozen=True)
@@ -48,11 +51,18 @@ def charset_problem(ds: Dataset) -> str | None:
     declared = ds.get("SpecificCharacterSet")
     terms = [str(t) for t in declared] if isinstance(declared, list | tuple) \
         else [str(declared or "")]
-    for elem in ds.elements():
-        raw = getattr(elem, "value", None)
-        if not isinstance(raw, bytes) or raw.isascii() or _vr(elem) not in _TEXT_VRS:
+    return _text_problem(terms, ((elem.tag, _vr(elem), raw) for elem in ds.elements()
+                                 if isinstance(raw := getattr(elem, "value", None), bytes)))
+
+
+def _text_problem(terms: list[str], texts: Iterable[tuple[int, str | None, bytes]],
+                  ) -> str | None:
+    """:func:`charset_problem` from the declared terms and the top-level raw values,
+    as (tag, VR, bytes) in tag order."""
+    for tag, vr, raw in texts:
+        if raw.isascii() or vr not in _TEXT_VRS:
             continue
-        name = pydicom.datadict.keyword_for_tag(elem.tag) or str(elem.tag)
+        name = pydicom.datadict.keyword_for_tag(tag) or str(Tag(tag))
         if not any(terms):
             return (f"{name} holds non-ASCII text but the object declares no Specific "
                     "Character Set (0008,0005)")
@@ -89,37 +99,12 @@ def _expected_pixel_bytes(ds: Dataset) -> int:
 
 
 def pixel_problem(ds: Dataset, fh: BinaryIO, size: int) -> str | None:
-    """Whether the pixel data that follows the header (``fh`` is at it) is all there.
-
-    Read from the element's header and the file's size, not by loading the pixels:
-    checking a 120-slice CT costs milliseconds instead of reading 60 MB.
-    """
+    """Whether the pixel data that follows the header (``fh`` is at it) is all there;
+    None if ``ds`` is not an image (plan, structure set): nothing more to check."""
     if "Rows" not in ds or "Columns" not in ds:
-        return None  # not an image (plan, structure set): nothing more to check
-    syntax = ds.file_meta.TransferSyntaxUID
-    little = syntax.is_little_endian
-    head = fh.read(8)
-    if len(head) < 8 or struct.unpack("<HH" if little else ">HH", head[:4]) != (0x7FE0, 0x0010):
-        # An image whose file ends before its pixels reads "fine" up to where it stops.
-        return "no pixel data"
-    order = "<" if little else ">"
-    if syntax.is_implicit_VR:
-        length = struct.unpack(order + "I", head[4:8])[0]
-    else:
-        rest = fh.read(4)
-        if len(rest) < 4:
-            return "pixel data header cut short"
-        length = struct.unpack(order + "I", rest)[0]
-    remaining = size - fh.tell()
-    if length == 0xFFFFFFFF:  # encapsulated (compressed): ends with a sequence delimiter
-        fh.seek(size - 8)
-        end = fh.read(8)
-        delimiter = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00" if little \
-            else b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"
-        return None if end == delimiter else "compressed pixel data cut short"
-    expected = _expected_pixel_bytes(ds)
-    got = min(length, remaining)
-    return None if got >= expected else f"pixel data has {got} of {expected} bytes"
+        return None
+    return pixel_data_problem(ds.file_meta.TransferSyntaxUID,
+                              lambda: _expected_pixel_bytes(ds), fh, size)
 
 
 class Folder:
@@ -200,6 +185,73 @@ def _list(folder: str | Path, out: list[tuple[str, os.stat_result]]) -> None:
 
 
 def _read(path: Path) -> Found | str:
+    try:
+        with path.open("rb") as fh:
+            plain = _read_plain(path, fh, os.fstat(fh.fileno()).st_size)
+        if plain is not None:
+            return plain
+    except OSError as exc:
+        return f"unreadable: {type(exc).__name__}: {exc}"
+    return _read_with_pydicom(path)
+
+
+# Where each role's references are: a file holding none of them references nothing.
+_REFERENCE_SEQUENCES = frozenset({0x300C0060, 0x300C0002, 0x30060010})
+_FIRST_READ = 16384  # bytes: a CT slice's head is 1-4 kB
+
+
+def _read_plain(path: Path, fh: BinaryIO, size: int) -> Found | str | None:
+    """:func:`_read`'s answer (what the file is, or what is wrong with it) from the
+    raw head (:mod:`client.part10_head`), as pydicom's reading would give it; None when
+    pydicom must read the file: anything not plain, non-ASCII text, references."""
+    data = fh.read(_FIRST_READ)
+    try:
+        head = read_head(data, whole=len(data) >= size)
+    except NeedMore:
+        data += fh.read()
+        head = read_head(data, whole=True)
+    if head is None or not _REFERENCE_SEQUENCES.isdisjoint(head.elements):
+        return None
+    sop_uid, series_uid = head.uid(0x00080018), head.uid(0x0020000E)
+    study_uid, patient_id = head.uid(0x0020000D), head.text(0x00100020)
+    charset = head.text(0x00080005)
+    texts = _raw_texts(head)
+    if not sop_uid or series_uid is None or study_uid is None or patient_id is None \
+            or charset is None or texts is None:
+        return None
+    try:
+        problem = head.pixel_problem(fh, size)
+    except ValueError:  # pixel module values not plain
+        return None
+    return problem or Found(path, sop_uid, series_uid, study_uid, patient_id,
+                            _text_problem([charset], texts), _NO_REFERENCES)
+
+
+def _raw_texts(head: Part10Head) -> list[tuple[int, str | None, bytes]] | None:
+    """The top-level values as :func:`charset_problem` sees them, in tag order; None at
+    non-ASCII UN (pydicom may read it as its dictionary VR)."""
+    out: list[tuple[int, str | None, bytes]] = []
+    for tag in sorted(head.elements):
+        element = head.elements[tag]
+        value = head.raw(tag)
+        if value is None:
+            continue  # a sequence
+        vr = element.vr.decode() if element.vr is not None else _dictionary_vr(tag)
+        if vr == "UN" and not value.isascii():
+            return None
+        out.append((tag, vr, value))
+    return out
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> str | None:
+    try:
+        return str(pydicom.datadict.dictionary_VR(tag))
+    except KeyError:
+        return None
+
+
+def _read_with_pydicom(path: Path) -> Found | str:
     try:
         with path.open("rb") as fh:
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
@@ -283,6 +335,7 @@ def reference_problems(manifest: Manifest, found: dict[str, Found]) -> list[str]
 
 
 _REFERRING = (Role.PLAN, Role.DOSE, Role.STRUCTURE_SET)  # roles whose references are checked
+_NO_REFERENCES = tuple((role, ()) for role in _REFERRING)
 
 
 def _references(ds: Dataset, role: Role) -> list[str]:

@@ -9,7 +9,7 @@ the state machine still sees Evt9 (DT-1 in Sta6, AR-7 in Sta7) for it, on the DU
 thread, so nothing is written behind its back (which stalls associations), and the
 socket gets one write per message instead of one per fragment. The daemons use it for
 every association they accept (:func:`speed_up`) and for C-MOVE sub-operations
-(:func:`sending`, :func:`send_c_store`)."""
+(:func:`sending`, :func:`send_c_store` or :func:`start_c_store`)."""
 
 from __future__ import annotations
 
@@ -306,6 +306,16 @@ def send_c_store(assoc: Association, payload: Dataset | Encoded, *, msg_id: int,
                  ) -> Dataset:
     """``assoc.send_c_store(...)`` with one write per object, within :func:`sending`;
     the same statuses and failures (ValueError when no presentation context fits)."""
+    start_c_store(assoc, payload, msg_id=msg_id, originator_aet=originator_aet,
+                  originator_id=originator_id)
+    return c_store_status(assoc)
+
+
+def start_c_store(assoc: Association, payload: Dataset | Encoded, *, msg_id: int,
+                  originator_aet: str | None = None, originator_id: int | None = None,
+                  ) -> None:
+    """:func:`send_c_store`'s request alone: the caller may work while the peer takes
+    the object, then waits for its answer with :func:`c_store_status`."""
     if not assoc.is_established:
         raise RuntimeError("the association must be established to send a C-STORE")
     context_id, body = encoded(assoc, payload)
@@ -313,6 +323,11 @@ def send_c_store(assoc: Association, payload: Dataset | Encoded, *, msg_id: int,
                                            originator_aet, originator_id) \
         or _store_request(msg_id, body, originator_aet, originator_id)
     _queue(assoc, frame(context_id, command, body.data, int(assoc.dimse.maximum_pdu_size or 0)))
+
+
+def c_store_status(assoc: Association) -> Dataset:
+    """The status of the C-STORE :func:`start_c_store` sent (an empty Dataset when no
+    response came within the DIMSE timeout: the association is then aborted)."""
     _cx, rsp = assoc.dimse.get_msg(block=True)
     if rsp is None:
         assoc._handle_no_response()

@@ -11,10 +11,11 @@ changes, and it is swapped in the bytes here.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 
 from pydicom.datadict import dictionary_VR
 
-from client.raw_elements import ASCII_BASED, UNDEFINED, elements
+from client.raw_elements import ASCII_BASED, UNDEFINED, Element, Top, elements, top_level
 
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})  # written in the set
 _CHARSET_TAG = 0x00080005
@@ -22,15 +23,23 @@ _ESCAPE = 0x1B
 
 
 def redeclared(data: bytes, implicit: bool, little: bool, stored: tuple[str, ...],
-               wanted: str) -> bytes | None:
+               wanted: str, top: Iterable[Top] | None = None) -> bytes | None:
     """``data`` (a data set, or its part before the pixel data) declared in ``wanted``;
-    None when some text would change or cannot be judged (the caller re-encodes)."""
+    None when some text would change or cannot be judged (the caller re-encodes).
+
+    ``top``: ``data``'s top-level elements, if the caller has walked them already
+    (:func:`client.raw_elements.top_level`); without sequences, they are all there is.
+    """
     if len(stored) > 1 or (stored[0] if stored else "") not in ASCII_BASED \
             or wanted not in ASCII_BASED:
         return None
+    listed = list(top) if top is not None else top_level(data, implicit, little)[0]
+    walked: Iterable[Element] = elements(data, implicit, little) \
+        if any(element.holds_items() for element in listed) \
+        else (Element(0, *element) for element in listed)
     found: tuple[int, int] | None = None  # the stored (0008,0005): offset, end
     insert_at = len(data)
-    for element in elements(data, implicit, little):
+    for element in walked:
         vr = _vr(element.tag, element.vr)
         if vr is None or (element.tag & 0xFFFF == 0 and element.depth == 0):
             return None  # a value of unknown form, or a group length the swap would break

@@ -20,6 +20,7 @@ from pynetdicom.dsutils import encode
 from pynetdicom.events import Event, EventHandlerType
 
 from client.files import part10_transfer_syntax
+from client.part10_head import read_head
 from client.site import DEFAULT_CHARSET, Model, Site, TrustedAE
 from client.statuses import failure_status as failure
 from client.verify import pixel_problem
@@ -63,6 +64,7 @@ UNABLE_TO_PROCESS = 0xC000
 C001 = 0xC001  # what real daemons answer for moves they cannot serve
 CANCELLED, PENDING = 0xFE00, 0xFF00
 _PLAN_CLASSES = frozenset({"1.2.840.10008.5.1.4.1.1.481.5", "1.2.840.10008.5.1.4.1.1.481.8"})
+_SOP_CLASS, _SOP_INSTANCE = 0x00080016, 0x00080018
 
 
 def _root(model: Model) -> Root:
@@ -294,6 +296,9 @@ class DBDaemon(Daemon):
             return None
         try:
             raw = Path(location.path).read_bytes()
+            as_stored = _as_stored(raw, sop_uid, destination.export_charset)
+            if as_stored is not None:
+                return as_stored
             fh = BytesIO(raw)
             ds = pydicom.dcmread(fh, stop_before_pixels=True)
             pixels_at = fh.tell()
@@ -366,3 +371,28 @@ class DBDaemon(Daemon):
             return failure(UNABLE_TO_PROCESS, f"cannot decode the dataset: {exc}")
         self.log.info("DB Daemon imported %s from %r (%s)", path.name, calling, outcome.value)
         return 0x0000
+
+
+def _as_stored(raw: bytes, sop_uid: str, charset: str) -> Encoded | None:
+    """:meth:`DBDaemon.export_encoded`'s answer for the common case, from the file's raw
+    head (:mod:`client.part10_head`): plain, whole, its text ASCII if it is re-declared
+    in ``charset``. None: read it with pydicom (which took 0.2 ms of each CT slice's
+    export)."""
+    head = read_head(raw, whole=True)
+    if head is None or head.uid(_SOP_INSTANCE) != sop_uid:
+        return None
+    sop_class, stored = head.uid(_SOP_CLASS), head.charset()
+    try:
+        if not sop_class or stored is None \
+                or head.pixel_problem(BytesIO(raw), len(raw)) is not None:
+            return None
+    except ValueError:  # pixel module values not plain
+        return None
+    if stored == (charset,):
+        return Encoded(sop_class, sop_uid, str(head.syntax), raw[head.body_at:])
+    syntax = head.syntax
+    swapped = redeclared(raw[head.body_at:head.end_at], syntax.is_implicit_VR,
+                         syntax.is_little_endian, stored, charset, head.elements.values())
+    if swapped is None:
+        return None
+    return Encoded(sop_class, sop_uid, str(syntax), swapped + raw[head.end_at:])
