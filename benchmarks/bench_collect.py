@@ -450,18 +450,20 @@ class _OperationLog:
 
     def __init__(self, names: dict[str, str]) -> None:
         self.names = names  # SOP Instance or Series UID -> what it is
-        self.rows: list[tuple[str, float]] = []
+        self.rows: list[tuple[str, float, float]] = []  # label, start, seconds
         self._saved: dict[str, Any] = {}
+        self._zero = time.perf_counter()
 
     def __enter__(self) -> _OperationLog:
         self._saved = {"find": Session.find, "move": Session.move}
+        self._zero = time.perf_counter()
         log = self
 
         def find(session: Session, identifier: Dataset) -> list[Dataset]:
             start = time.perf_counter()
             matches: list[Dataset] = log._saved["find"](session, identifier)
             log.rows.append((f"C-FIND {identifier.QueryRetrieveLevel}: {len(matches)} "
-                             "match(es)", time.perf_counter() - start))
+                             "match(es)", start - log._zero, time.perf_counter() - start))
             return matches
 
         def move(session: Session, identifier: Dataset, destination: str,
@@ -471,7 +473,7 @@ class _OperationLog:
             what = log.names.get(str(identifier.get("SOPInstanceUID", "")),
                                  log.names.get(str(identifier.SeriesInstanceUID), "?"))
             log.rows.append((f"C-MOVE {identifier.QueryRetrieveLevel} {what} -> "
-                             f"{destination}", time.perf_counter() - start))
+                             f"{destination}", start - log._zero, time.perf_counter() - start))
             return result
 
         setattr(Session, "find", find)  # noqa: B010 (mypy refuses a method assignment)
@@ -483,7 +485,10 @@ class _OperationLog:
             setattr(Session, name, original)
 
     def text(self) -> str:
-        return "\n".join(f"  {seconds:7.3f} s  {label}" for label, seconds in self.rows)
+        """One line per operation, by start: when it started (from the run's start, s),
+        how long it took, what it was; several at once overlap."""
+        return "\n".join(f"  at {start:6.3f}  {seconds:7.3f} s  {label}"
+                         for label, start, seconds in sorted(self.rows, key=lambda r: r[1]))
 
 
 def profile_collect(target: Target, source: Source, movescu: list[tuple[str, list[str]]],
@@ -507,7 +512,7 @@ def profile_collect(target: Target, source: Source, movescu: list[tuple[str, lis
                      for (label, _argv), seconds in zip(movescu, times, strict=True))
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(PROFILE_TOP)
-    return (f"rtmove's DICOM operations, in order:\n{operations.text()}\n\n"
+    return (f"rtmove's DICOM operations, by start:\n{operations.text()}\n\n"
             f"The bare movescu calls (each a process: association, move, release):\n{bare}\n\n"
             f"cProfile (top {PROFILE_TOP} by cumulative time):\n{out.getvalue()}")
 

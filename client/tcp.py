@@ -36,7 +36,7 @@ import time
 import weakref
 from typing import Any
 
-from pynetdicom import evt
+from pynetdicom import _config, evt
 from pynetdicom._handlers import (
     standard_dimse_recv_handler,
     standard_dimse_sent_handler,
@@ -241,8 +241,16 @@ def wait_on_socket(event: Event) -> None:
 
 def quiet_pynetdicom(event: Event) -> None:
     """EVT_CONN_OPEN handler: see the module doc (the levels are read at each connection,
-    so ``-vv`` and ``--log-level debug`` still get every line)."""
-    if logging.getLogger("pynetdicom").isEnabledFor(logging.INFO):
+    so ``-vv`` and ``--log-level debug`` still get every line).
+
+    pynetdicom formats each C-FIND, C-GET and C-MOVE response identifier for its INFO log
+    whatever the log's level (``_config.LOG_RESPONSE_IDENTIFIERS``): 90 µs of each
+    match's 110 µs went on text nobody logged (11 ms of a 120-image C-FIND). The flag is
+    process-wide, and follows the level as the handlers do.
+    """
+    informing = logging.getLogger("pynetdicom").isEnabledFor(logging.INFO)
+    _config.LOG_RESPONSE_IDENTIFIERS = informing
+    if informing:
         return
     assoc = event.assoc
     for bound, handler in ((evt.EVT_DIMSE_RECV, standard_dimse_recv_handler),
