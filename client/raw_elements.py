@@ -127,7 +127,7 @@ def elements(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
         elif pos + length > hard:
             raise Truncated(f"element ({group:04X},{number:04X}) declares {length} bytes, "
                             f"{hard - pos} remain")
-        elif vr == b"SQ" or (vr is None and _is_sequence(tag)):
+        elif vr == b"SQ" or (vr is None and is_sequence(tag)):
             stack.append((pos + length, True, implicit_here, pos + length, True))
         else:
             pos += length
@@ -146,7 +146,7 @@ class Top(NamedTuple):
     def holds_items(self) -> bool:
         """Whether the value is items (a sequence, encapsulated data), not one value."""
         return self.length == UNDEFINED or self.vr == b"SQ" \
-            or (self.vr is None and _is_sequence(self.tag))
+            or (self.vr is None and is_sequence(self.tag))
 
 
 class _NotFlat(Exception):
@@ -181,6 +181,7 @@ def _flat(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
     implicit_header, explicit_header = _IMPLICIT_HEADER[little], _EXPLICIT_HEADER[little]
     long = _LONG_LENGTH[little]
     found: list[Top] = []
+    make = functools.partial(tuple.__new__, Top)  # Top(...) without its __new__'s frame
     pos, end = 0, len(body)
     while pos < end:
         if pos + 8 > end:
@@ -191,7 +192,7 @@ def _flat(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
             tag, start, vr = (group << 16) | number, pos + 8, None
             if tag in stop:
                 return found, pos
-            if group == 0xFFFE or length == UNDEFINED or _is_sequence(tag):
+            if group == 0xFFFE or length == UNDEFINED or is_sequence(tag):
                 raise _NotFlat
         else:
             group, number, vr, length = explicit_header.unpack_from(body, pos)
@@ -211,13 +212,14 @@ def _flat(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
         if start + length > end:
             raise Truncated(f"element ({group:04X},{number:04X}) declares {length} bytes, "
                             f"{end - start} remain")
-        found.append(Top(tag, vr, pos, start, length))
+        found.append(make((tag, vr, pos, start, length)))
         pos = start + length
     return found, end
 
 
 @functools.lru_cache(maxsize=4096)
-def _is_sequence(tag: int) -> bool:
+def is_sequence(tag: int) -> bool:
+    """Whether the data dictionary says ``tag`` is a sequence (Implicit VR's only clue)."""
     from pydicom.datadict import dictionary_VR
 
     try:

@@ -18,7 +18,15 @@ from typing import NamedTuple
 from pydicom.uid import UID
 
 from client.dimse_commands import plain_uid
-from client.raw_elements import ASCII_BASED, Malformed, Truncated, plain_text, top_level
+from client.raw_elements import (
+    ASCII_BASED,
+    UNDEFINED,
+    Malformed,
+    Truncated,
+    is_sequence,
+    plain_text,
+    top_level,
+)
 
 __all__ = ["CHARSET", "LAST_HEAD_TAG", "StoreValues", "plain_text", "plain_values",
            "whole_head"]
@@ -38,8 +46,10 @@ def whole_head(body: bytes | bytearray, syntax: UID) -> dict[int, bytes] | None:
         found, _end = top_level(body, syntax.is_implicit_VR, syntax.is_little_endian)
     except (Truncated, Malformed):
         return None
-    return {e.tag: bytes(body[e.start:e.start + e.length]) for e in found
-            if e.tag <= LAST_HEAD_TAG and not e.holds_items()}
+    return {tag: bytes(body[start:start + length])
+            for tag, vr, _offset, start, length in found
+            if tag <= LAST_HEAD_TAG and length != UNDEFINED and vr != b"SQ"
+            and not (vr is None and is_sequence(tag))}
 
 
 class StoreValues(NamedTuple):
