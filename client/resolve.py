@@ -162,8 +162,13 @@ class Resolver:
                             "sets; all are included.")
         frames: set[str] = set()
         for ss_uid in plan.structure_set_uids:
-            items += self._structure_set(ss_uid, name, warnings, frames)
+            self._announce_structure_set(ss_uid, name)
+        # The doses' headers come to us while the structure sets move (reading them once
+        # the images move slowed that move by a fifth).
         doses = self.doses_of(plan.instance.uid)
+        self._list_the_only_image_series()
+        for ss_uid in plan.structure_set_uids:
+            items += self._structure_set(ss_uid, name, warnings, frames)
         study = plan.instance.series.study_uid
         # A dose the daemon would not hand over cannot be matched to its plan; one in the
         # plan's study may well be this plan's, so it is listed rather than silently lost.
@@ -204,6 +209,25 @@ class Resolver:
             self._announced.add(item.key)
             self.on_item(item)
 
+    def _list_the_only_image_series(self) -> None:
+        """When the patient has one image series, the one a structure set is drawn on,
+        list its instances now, while the structure set moves: listed once its header
+        is read, the C-FIND (120 matches) ran beside the images' move and slowed it by
+        a fifth. With several, which one is known only from the header: no guess."""
+        series = [s for s in self.archive.series().values()
+                  if s.modality in _PLANNING_IMAGES]
+        if len(series) == 1:
+            self.archive.instances(series[0])
+
+    def _announce_structure_set(self, ss_uid: str, plan_name: str) -> None:
+        """Tell :attr:`on_item` of the structure set before its header is read: it moves
+        while its header comes to us (the images follow once that is read)."""
+        instance = self.archive.find_instance(ss_uid, "RTSTRUCT")
+        if instance is not None:
+            self._found(Item(Role.STRUCTURE_SET, instance.series.study_uid,
+                             instance.series.uid, (ss_uid,), instance.sop_class_uid,
+                             "RTSTRUCT", "", _found_by_plan(plan_name)))
+
     def _structure_set(self, ss_uid: str, plan_name: str, warnings: list[str],
                        frames: set[str]) -> list[Item]:
         instance = self.archive.find_instance(ss_uid, "RTSTRUCT")
@@ -211,10 +235,8 @@ class Resolver:
             warnings.append(f"Plan {plan_name} references structure set {ss_uid}, which the "
                             "archive does not have: no structure set and no images.")
             return []
-        found_by = f"ReferencedStructureSetSequence of plan {plan_name}"
-        # It moves while its header comes to us (the images follow once that is read).
-        self._found(Item(Role.STRUCTURE_SET, instance.series.study_uid, instance.series.uid,
-                         (ss_uid,), instance.sop_class_uid, "RTSTRUCT", "", found_by))
+        found_by = _found_by_plan(plan_name)
+        self._announce_structure_set(ss_uid, plan_name)
         ds = self.headers.get(instance)
         label = _text(ds, "StructureSetLabel")
         items = [Item(Role.STRUCTURE_SET, instance.series.study_uid, instance.series.uid,
@@ -318,3 +340,10 @@ def _with_class(item: Item, headers: Headers, archive: PatientArchive) -> Item:
 
 
 __all__ = ["PlanChoice", "PlanInfo", "Resolver", "Series"]
+
+
+_PLANNING_IMAGES = ("CT", "MR", "PT")  # what structure sets are drawn on
+
+
+def _found_by_plan(plan_name: str) -> str:
+    return f"ReferencedStructureSetSequence of plan {plan_name}"

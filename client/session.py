@@ -16,6 +16,7 @@ from typing import Any
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.dimse_primitives import C_FIND
 from pynetdicom.events import Event, EventHandlerType
 from pynetdicom.pdu_primitives import SCP_SCU_RoleSelectionNegotiation
 from pynetdicom.sop_class import (  # type: ignore[attr-defined]
@@ -98,7 +99,7 @@ def quiesce_reactor(assoc: Association) -> None:
     request waits until the reactor is blocked on it: then it is one of the event's
     waiters, which it stays until the event is set again. (A fixed 3 ms sleep for the
     stale loop to end cost 3 ms per operation, 13 of them per collect.) Lost matches
-    are also counted (EVT_DIMSE_RECV) and the query repeated, in case of another race.
+    are also counted (as they are queued) and the query repeated, in case of another race.
     """
     checkpoint = getattr(assoc, "_reactor_checkpoint", None)
     if checkpoint is None:  # another pynetdicom: nothing to do
@@ -217,7 +218,7 @@ class Session:
             ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = s.timeout
             ae.connection_timeout = min(s.timeout, 15.0)
             self._ae = ae
-        handlers: list[EventHandlerType] = [(evt.EVT_DIMSE_RECV, self._on_message)]
+        handlers: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, self._count_matches)]
         roles: list[Any] = []  # pynetdicom's union of negotiation items
         if self._wants_get and self.store is not None:
             handlers.append((evt.EVT_C_STORE, self.store))
@@ -325,12 +326,22 @@ class Session:
 
     # -- operations -------------------------------------------------------------------
 
-    def _on_message(self, event: Event) -> None:
-        """Count C-FIND matches as they arrive, before pynetdicom can lose one."""
-        command = getattr(event.message, "command_set", None)
-        if command is not None and command.get("CommandField") == 0x8020 \
-                and command.get("Status") in _PENDING:
-            self._pending_seen += 1
+    def _count_matches(self, event: Event) -> None:
+        """EVT_CONN_OPEN handler: count C-FIND matches as they are queued for the
+        requesting thread, before pynetdicom's reactor can lose one; whichever decoded
+        them (pynetdicom, or :mod:`client.response_lane`, which an EVT_DIMSE_RECV
+        listener would turn off)."""
+        queue = event.assoc.dimse.msg_queue
+        put = queue.put
+
+        def counted(item: Any, block: bool = True, timeout: float | None = None) -> None:
+            primitive = item[1] if isinstance(item, tuple) and len(item) == 2 else None
+            if isinstance(primitive, C_FIND) and primitive.MessageIDBeingRespondedTo \
+                    is not None and primitive.Status in _PENDING:
+                self._pending_seen += 1
+            put(item, block, timeout)
+
+        queue.put = counted  # type: ignore[method-assign]
 
     def find(self, identifier: Dataset) -> list[Dataset]:
         """Every match of a Study Root C-FIND; a failure status raises."""

@@ -23,6 +23,8 @@
   the moves a core (their requests are written by the sending threads themselves, and a
   reply from the peer still ends the wait at once). Outside data transfer it stays at
   1 ms: an ending association holds its slot until its DUL sees it is told to stop.
+* A requestor's plain DIMSE-C responses are decoded without pydicom
+  (:mod:`client.response_lane`).
 """
 
 from __future__ import annotations
@@ -266,9 +268,16 @@ def _batch_pdata_reads(event: Event) -> None:
     batch_pdata_reads(event)
 
 
+def _take_plain_responses(event: Event) -> None:
+    from .response_lane import take_plain_responses
+
+    take_plain_responses(event)
+
+
 NO_DELAY: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, disable_nagle),
                                     (evt.EVT_CONN_OPEN, bound_reads),
                                     (evt.EVT_CONN_OPEN, bound_sends),
                                     (evt.EVT_CONN_OPEN, wait_on_socket),
                                     (evt.EVT_CONN_OPEN, _batch_pdata_reads),
+                                    (evt.EVT_CONN_OPEN, _take_plain_responses),
                                     (evt.EVT_CONN_OPEN, quiet_pynetdicom)]

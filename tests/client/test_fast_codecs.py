@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import random
 import struct
+import warnings
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
@@ -20,6 +21,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydicom import dcmread
+from pydicom.charset import python_encoding
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate
@@ -54,11 +56,12 @@ from client.files import (
     part10_transfer_syntax,
     write_received,
 )
+from client.raw_elements import ASCII_BASED, Element, Truncated, elements
 from client.uids import IMPLEMENTATION_CLASS_UID, IMPLEMENTATION_VERSION_NAME
 from emulators.dataset_length import cut_short
-from emulators.db_daemon.charset_swap import ASCII_BASED, redeclared
+from emulators.db_daemon.charset_swap import redeclared
+from emulators.db_daemon.export import encode_as
 from emulators.files import write_part10, write_patient
-from client.raw_elements import Element, Truncated, elements
 from emulators.synthetic import SyntheticConfig, make_recipe
 
 _SETTINGS = settings(max_examples=150, deadline=None)
@@ -725,16 +728,73 @@ def test_redeclared_inserts_at_the_end_or_into_nothing(implicit: bool, little: b
     assert _decoded(empty, implicit, little).SpecificCharacterSet == "ISO_IR 192"
 
 
+def _reencoded(data: bytes, implicit: bool, little: bool, wanted: str) -> bytes:
+    """What the DB Daemon's pydicom path sends: the data set decoded, re-declared in
+    ``wanted`` (:func:`emulators.db_daemon.export.encode_as`) and encoded again."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a character the set cannot hold: "?", warned
+        return _encoded(encode_as(_decoded(data, implicit, little), wanted), implicit, little)
+
+
 @pytest.mark.parametrize("keyword", ["PatientName", "StudyDescription", "PatientComments"])
 @pytest.mark.parametrize(("implicit", "little"), _ENCODINGS, ids=_ENCODING_IDS)
-def test_non_ascii_text_is_left_to_pydicom(keyword: str, implicit: bool, little: bool,
-                                           ) -> None:
-    """A byte over 0x7F means something else in the other set: re-encoding is needed."""
+def test_non_ascii_text_is_transcoded_as_pydicom_writes_it(keyword: str, implicit: bool,
+                                                           little: bool) -> None:
+    """A byte over 0x7F means something else in the other set: the value is transcoded
+    (Latin-1 to UTF-8 here), byte for byte as pydicom's decoding and encoding write it."""
     ds = _ascii_dataset("ISO_IR 100")
     setattr(ds, keyword, "Müller")
     data = _encoded(ds, implicit, little)
     assert "ü".encode("latin-1") in data
-    assert redeclared(data, implicit, little, ("ISO_IR 100",), "ISO_IR 192") is None
+    result = redeclared(data, implicit, little, ("ISO_IR 100",), "ISO_IR 192")
+    assert result is not None
+    assert "ü".encode() in result
+    assert result == _reencoded(data, implicit, little, "ISO_IR 192")
+
+
+# Single-byte sets and UTF-8 (transcoded), GB18030 (never transcoded: left to pydicom).
+_CHARSETS = ["ISO_IR 100", "ISO_IR 101", "ISO_IR 144", "ISO_IR 192", "GB18030"]
+_TEXT_KEYWORDS = ["PatientName", "StudyDescription", "PatientComments", "ImageComments",
+                  "ReferringPhysicianName", "InstitutionName"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(stored=st.sampled_from(_CHARSETS), wanted=st.sampled_from(_CHARSETS),
+       encoding=st.sampled_from(_ENCODINGS),
+       texts=st.dictionaries(st.sampled_from(_TEXT_KEYWORDS), st.text(
+           st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")) | st.sampled_from(
+               ["ü", "é", "Ж", "\\", "=", "^", " ", "\x00", "\x1b", "漢"]), max_size=12)))
+def test_redeclared_text_is_what_pydicom_sends(stored: str, wanted: str,
+                                               encoding: tuple[bool, bool],
+                                               texts: dict[str, str]) -> None:
+    """Whatever the text, a re-declaration is the pydicom path's bytes, or None (the
+    daemon then takes that path); and a plain value in two single-table sets that hold
+    it is always transcoded."""
+    implicit, little = encoding
+    ds = _ascii_dataset(stored)
+    for keyword, text in texts.items():
+        try:
+            text.encode(python_encoding[stored])
+        except UnicodeEncodeError:
+            continue  # not storable in this set
+        setattr(ds, keyword, text)
+    data = _encoded(ds, implicit, little)
+    result = redeclared(data, implicit, little, (stored,), wanted)
+    if result is not None:
+        assert result == _reencoded(data, implicit, little, wanted)
+    plain = all("\\" not in t and "\x1b" not in t and "=" not in t and "\x00" not in t
+                for t in texts.values())
+    holds = all(_holds(t, wanted) for t in texts.values())
+    if stored != "GB18030" and wanted != "GB18030" and plain and holds:
+        assert result is not None
+
+
+def _holds(text: str, charset: str) -> bool:
+    try:
+        text.encode(python_encoding[charset])
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 @pytest.mark.parametrize(("implicit", "little"), _ENCODINGS, ids=_ENCODING_IDS)
