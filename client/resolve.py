@@ -166,7 +166,6 @@ class Resolver:
         # The doses' headers come to us while the structure sets move (reading them once
         # the images move slowed that move by a fifth).
         doses = self.doses_of(plan.instance.uid)
-        self._list_the_only_image_series()
         for ss_uid in plan.structure_set_uids:
             items += self._structure_set(ss_uid, name, warnings, frames)
         study = plan.instance.series.study_uid
@@ -208,16 +207,6 @@ class Resolver:
         if self.on_item is not None and item.key not in self._announced:
             self._announced.add(item.key)
             self.on_item(item)
-
-    def _list_the_only_image_series(self) -> None:
-        """When the patient has one image series, the one a structure set is drawn on,
-        list its instances now, while the structure set moves: listed once its header
-        is read, the C-FIND (120 matches) ran beside the images' move and slowed it by
-        a fifth. With several, which one is known only from the header: no guess."""
-        series = [s for s in self.archive.series().values()
-                  if s.modality in _PLANNING_IMAGES]
-        if len(series) == 1:
-            self.archive.instances(series[0])
 
     def _announce_structure_set(self, ss_uid: str, plan_name: str) -> None:
         """Tell :attr:`on_item` of the structure set before its header is read: it moves
@@ -340,9 +329,6 @@ def _with_class(item: Item, headers: Headers, archive: PatientArchive) -> Item:
 
 
 __all__ = ["PlanChoice", "PlanInfo", "Resolver", "Series"]
-
-
-_PLANNING_IMAGES = ("CT", "MR", "PT")  # what structure sets are drawn on
 
 
 def _found_by_plan(plan_name: str) -> str:
