@@ -17,27 +17,40 @@ same strings.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from pydicom.datadict import dictionary_VR
 from pydicom.uid import UID, PrivateTransferSyntaxes
 
 from .dimse_commands import plain_uid
-from .raw_elements import Malformed, Top, Truncated, plain_text, top_level
+from .raw_elements import (
+    LONG_VRS,
+    UNDEFINED,
+    VRS,
+    Malformed,
+    Top,
+    Truncated,
+    plain_text,
+    top_level,
+)
 
 # pydicom's stop_before_pixels stops at these, at the top level (filereader._at_pixel_data).
 PIXEL_TAGS = frozenset({0x7FE00010, 0x7FE00009, 0x7FE00008})
 _PIXEL_DATA = 0x7FE00010
 META_HEAD = 144  # preamble, "DICM", and the (0002,0000) group length element
 _META_ELEMENT = struct.Struct("<HH2sH")  # the File Meta group is Explicit VR Little Endian
-_META_LONG_VRS = (b"OB", b"OW", b"UN", b"UT", b"SQ", b"UC", b"UR")
 _PRIVATE_SYNTAXES = frozenset(str(uid) for uid in PrivateTransferSyntaxes)
 _US = {True: struct.Struct("<H"), False: struct.Struct(">H")}
+_TAG = {True: struct.Struct("<HH"), False: struct.Struct(">HH")}
 _LENGTH = {True: struct.Struct("<I"), False: struct.Struct(">I")}
 _ITEM_DELIMITERS = {True: b"\xfe\xff\xdd\xe0\x00\x00\x00\x00",
                     False: b"\xff\xfe\xe0\xdd\x00\x00\x00\x00"}
+_TAG_LENGTH = {True: struct.Struct("<HHI"), False: struct.Struct(">HHI")}
+_ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 
 
 class NeedMore(Exception):
@@ -70,17 +83,26 @@ class Part10Head:
         if not plain."""
         if tag not in self.elements:
             return ""
-        value = self.raw(tag)
+        value = self._as_dictionary_vr(tag)
         return None if value is None else plain_text(value)
 
     def uid(self, tag: int) -> str | None:
         """A UID value ('' if absent or empty); None if not plain."""
         if tag not in self.elements:
             return ""
-        value = self.raw(tag)
+        value = self._as_dictionary_vr(tag)
         if value is None:
             return None
         return "" if not value else plain_uid(value)
+
+    def _as_dictionary_vr(self, tag: int) -> bytes | None:
+        """The value's bytes if pydicom reads them as the tag's dictionary VR (Implicit
+        VR, or that VR: under another, ``str`` of its value is ``"b'...'"``, a number, a
+        list); else None."""
+        element = self.elements[tag]
+        if element.vr is not None and element.vr != _dictionary_vr(tag):
+            return None
+        return self.raw(tag)
 
     def us(self, tag: int) -> int | None:
         """A one-valued US value (0 if absent or empty, as ``ds.get(...) or 0``); None if
@@ -98,9 +120,11 @@ class Part10Head:
     def charset(self) -> tuple[str, ...] | None:
         """The Specific Character Set's defined terms, as
         :func:`emulators.db_daemon.export.charset_of` reads them; None if not plain."""
-        value = self.raw(0x00080005)
+        if not self.has(0x00080005):
+            return ()
+        value = self._as_dictionary_vr(0x00080005)
         if value is None:
-            return () if not self.has(0x00080005) else None
+            return None
         text = value.rstrip(b"\x00 ")
         if not text.isascii() or not text.decode("ascii").isprintable():
             return None
@@ -127,10 +151,13 @@ class Part10Head:
             * int(bits or 0) // 8
 
 
-def read_head(data: bytes, *, whole: bool) -> Part10Head | None:
+def read_head(data: bytes, *, whole: bool, unless: frozenset[int] = frozenset(),
+              ) -> Part10Head | None:
     """The head of the Part 10 file whose first bytes are ``data`` (all of it if
-    ``whole``); None if pydicom should read it (module doc); NeedMore if ``data``
-    ends before the head does and the file goes on."""
+    ``whole``); None if pydicom should read it (module doc), or as soon as a top-level
+    element with a tag in ``unless`` is met (the caller would read such a file with
+    pydicom anyway: a structure set's contours need not be walked first); NeedMore if
+    ``data`` ends before the head does and the file goes on."""
     meta = meta_syntax(data)
     if meta is None:
         if not whole:
@@ -144,18 +171,128 @@ def read_head(data: bytes, *, whole: bool) -> Part10Head | None:
     if len(data) >= body_at + 6:
         if data[body_at:body_at + 2] in (b"\x02\x00", b"\x00\x02"):
             return None  # more File Meta than its group length says: pydicom reads on
+        if data[body_at:body_at + 2] == b"\x00\x00":
+            return None  # pydicom reads a command set first, in Implicit VR Little Endian
         vr = data[body_at + 4:body_at + 6]
         if (0x40 < vr[0] < 0x5B and 0x40 < vr[1] < 0x5B) == implicit:
             return None  # pydicom takes the other encoding from the first element
     try:
-        found, end = top_level(memoryview(data)[body_at:], implicit, little, PIXEL_TAGS)
+        found, end = top_level(memoryview(data)[body_at:], implicit, little,
+                               PIXEL_TAGS | unless if unless else PIXEL_TAGS)
     except Truncated:
         if whole:
             return None
         raise NeedMore from None
     except Malformed:
         return None
-    return Part10Head(data, uid, body_at, body_at + end, {e.tag: e for e in found})
+    stop = body_at + end
+    if stop == len(data) and not whole:
+        raise NeedMore  # the bytes end between two elements, not at the pixel data
+    if unless and stop + 4 <= len(data):
+        group, number = _TAG[little].unpack_from(data, stop)
+        if (group << 16) | number in unless:
+            return None
+    if not implicit and stop < len(data) < stop + 12 and data[stop + 4:stop + 6] in LONG_VRS:
+        if whole:
+            return None  # pydicom fails to read the pixel data's length (struct.error)
+        raise NeedMore
+    if not _as_pydicom_walks(memoryview(data)[body_at:], found, end, implicit, little):
+        return None
+    return Part10Head(data, uid, body_at, stop, {e.tag: e for e in found})
+
+
+def _as_pydicom_walks(body: memoryview, found: list[Top], end: int, implicit: bool,
+                      little: bool) -> bool:
+    """Whether pydicom's reading finds the same top-level elements: each starts where
+    the one before ends (pydicom stops at an item delimiter between them, and reads
+    another item or delimiter as an element), and a sequence of undefined length is
+    plain (:func:`_sequence_end`); pydicom reads other undefined lengths up to the first
+    bytes that look like a sequence delimiter."""
+    at = 0
+    for element in found:
+        if element.offset != at:
+            return False
+        if element.length != UNDEFINED:
+            at = element.start + element.length
+        elif element.vr == b"SQ" or (element.vr is None
+                                     and _dictionary_vr(element.tag) == b"SQ"):
+            sequence_end = _sequence_end(body, element.start, implicit, little)
+            if sequence_end is None:
+                return False
+            at = sequence_end
+        else:
+            return False
+    return at == end
+
+
+def _sequence_end(body: memoryview, pos: int, implicit: bool, little: bool) -> int | None:
+    """Where pydicom's reading of the undefined-length sequence whose items start at
+    ``pos`` ends; None unless plain: items of defined length holding whole elements, or
+    of undefined length closed by an item delimiter, then a sequence delimiter."""
+    tag_length = _TAG_LENGTH[little]
+    while pos + 8 <= len(body):
+        group, number, length = tag_length.unpack_from(body, pos)
+        tag, pos = (group << 16) | number, pos + 8
+        if tag == _SEQUENCE_END:
+            return pos
+        if tag != _ITEM:
+            return None  # pydicom reads anything else as an item's header
+        if length == UNDEFINED:
+            item_end = _item_end(body, pos, None, implicit, little)
+        elif pos + length <= len(body):
+            item_end = _item_end(body, pos, pos + length, implicit, little)
+        else:
+            return None
+        if item_end is None:
+            return None
+        pos = item_end
+    return None
+
+
+def _item_end(body: memoryview, pos: int, limit: int | None, implicit: bool, little: bool,
+              ) -> int | None:
+    """Where pydicom's reading of the item whose elements start at ``pos`` ends (its
+    defined end is ``limit``); None unless plain."""
+    order = "<" if little else ">"
+    end = len(body) if limit is None else limit
+    while limit is None or pos < limit:
+        if pos + 8 > end:
+            return None
+        group, number, length = _TAG_LENGTH[little].unpack_from(body, pos)
+        tag = (group << 16) | number
+        if group == 0xFFFE:
+            return pos + 8 if tag == _ITEM_END and limit is None else None
+        vr = None if implicit else bytes(body[pos + 4:pos + 6])
+        if vr is None:
+            pos += 8
+        elif vr not in VRS:  # (all capitals: pydicom reads the item as Explicit VR too)
+            return None  # pydicom reads the element as Implicit VR
+        elif vr in LONG_VRS:
+            if pos + 12 > end:
+                return None
+            length, pos = struct.unpack_from(order + "I", body, pos + 8)[0], pos + 12
+        else:
+            length, pos = struct.unpack_from(order + "H", body, pos + 6)[0], pos + 8
+        if length == UNDEFINED:
+            if not (vr == b"SQ" or (vr is None and _dictionary_vr(tag) == b"SQ")):
+                return None  # pydicom looks for the first delimiter's bytes
+            sequence_end = _sequence_end(body, pos, implicit, little)
+            if sequence_end is None:
+                return None
+            pos = sequence_end
+        elif pos + length > end:
+            return None
+        else:
+            pos += length
+    return pos
+
+
+@functools.lru_cache(maxsize=4096)
+def _dictionary_vr(tag: int) -> bytes | None:
+    try:
+        return str(dictionary_VR(tag)).encode()
+    except KeyError:
+        return None
 
 
 def meta_syntax(data: bytes) -> tuple[str, int] | None:
@@ -163,7 +300,7 @@ def meta_syntax(data: bytes) -> tuple[str, int] | None:
     length, short explicit elements, a conformant UID) and where the data set starts;
     None if ``data`` does not hold such a group whole."""
     if len(data) < META_HEAD or data[128:132] != b"DICM" \
-            or data[132:136] != b"\x02\x00\x00\x00" or data[136:138] != b"UL":
+            or data[132:140] != b"\x02\x00\x00\x00UL\x04\x00":
         return None
     body_at = META_HEAD + int.from_bytes(data[140:144], "little")
     if len(data) < body_at:
@@ -171,9 +308,11 @@ def meta_syntax(data: bytes) -> tuple[str, int] | None:
     pos, syntax = META_HEAD, None
     while pos + _META_ELEMENT.size <= body_at:
         group, element, vr, length = _META_ELEMENT.unpack_from(data, pos)
-        if group != 0x0002:
+        # pydicom reads an element with no valid VR as Implicit VR, and keeps the VR of
+        # the Transfer Syntax UID (a str, not a UID, under another)
+        if group != 0x0002 or vr not in VRS or (element == 0x0010 and vr != b"UI"):
             return None
-        if vr in _META_LONG_VRS:
+        if vr in LONG_VRS:
             if vr not in (b"OB", b"UN") or pos + 12 > body_at:
                 return None
             pos += 12 + int.from_bytes(data[pos + 8:pos + 12], "little")

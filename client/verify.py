@@ -206,11 +206,11 @@ def _read_plain(path: Path, fh: BinaryIO, size: int) -> Found | str | None:
     pydicom must read the file: anything not plain, non-ASCII text, references."""
     data = fh.read(_FIRST_READ)
     try:
-        head = read_head(data, whole=len(data) >= size)
+        head = read_head(data, whole=len(data) >= size, unless=_REFERENCE_SEQUENCES)
     except NeedMore:
         data += fh.read()
-        head = read_head(data, whole=True)
-    if head is None or not _REFERENCE_SEQUENCES.isdisjoint(head.elements):
+        head = read_head(data, whole=True, unless=_REFERENCE_SEQUENCES)
+    if head is None:
         return None
     sop_uid, series_uid = head.uid(0x00080018), head.uid(0x0020000E)
     study_uid, patient_id = head.uid(0x0020000D), head.text(0x00100020)
@@ -228,19 +228,18 @@ def _read_plain(path: Path, fh: BinaryIO, size: int) -> Found | str | None:
 
 
 def _raw_texts(head: Part10Head) -> list[tuple[int, str | None, bytes]] | None:
-    """The top-level values as :func:`charset_problem` sees them, in tag order; None at
-    non-ASCII UN (pydicom may read it as its dictionary VR)."""
+    """The top-level values :func:`_text_problem` may judge (not ASCII), in tag order;
+    None at non-ASCII UN (pydicom may read it as its dictionary VR)."""
     out: list[tuple[int, str | None, bytes]] = []
-    for tag in sorted(head.elements):
-        element = head.elements[tag]
+    for tag, element in head.elements.items():
         value = head.raw(tag)
-        if value is None:
-            continue  # a sequence
+        if value is None or value.isascii():
+            continue  # a sequence, or nothing to judge
         vr = element.vr.decode() if element.vr is not None else _dictionary_vr(tag)
-        if vr == "UN" and not value.isascii():
+        if vr == "UN":
             return None
         out.append((tag, vr, value))
-    return out
+    return sorted(out) if len(out) > 1 else out
 
 
 @functools.lru_cache(maxsize=4096)
