@@ -163,11 +163,15 @@ class Resolver:
         frames: set[str] = set()
         for ss_uid in plan.structure_set_uids:
             self._announce_structure_set(ss_uid, name)
-        # The doses' headers come to us while the structure sets move (reading them once
-        # the images move slowed that move by a fifth).
-        doses = self.doses_of(plan.instance.uid)
+        # When the structure sets move while being resolved, the doses' headers come to
+        # us meanwhile (read once the images moved, they slowed that move by a fifth).
+        # Otherwise the headers come in the collection's order: a disk that fills up
+        # stops at the same object whatever the order of resolution.
+        doses = self.doses_of(plan.instance.uid) if self.on_item is not None else None
         for ss_uid in plan.structure_set_uids:
             items += self._structure_set(ss_uid, name, warnings, frames)
+        if doses is None:
+            doses = self.doses_of(plan.instance.uid)
         study = plan.instance.series.study_uid
         # A dose the daemon would not hand over cannot be matched to its plan; one in the
         # plan's study may well be this plan's, so it is listed rather than silently lost.
