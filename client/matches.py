@@ -13,11 +13,15 @@ import re
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from .dimse_commands import plain_uid
+
 # The key each Query/Retrieve level is unique by (PS3.4 C.6.2.1).
 UNIQUE_KEY = {"PATIENT": "PatientID", "STUDY": "StudyInstanceUID",
               "SERIES": "SeriesInstanceUID", "IMAGE": "SOPInstanceUID"}
 _UIDS = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")
 _UID_RE = re.compile(r"[0-9]+(\.[0-9]+)*")
+_UID_TAGS = {"StudyInstanceUID": 0x0020000D, "SeriesInstanceUID": 0x0020000E,
+             "SOPInstanceUID": 0x00080018}
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:
@@ -25,6 +29,20 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     if value is None:
         return None
     return str(value).strip(" \0")
+
+
+def _uid(ds: Dataset, keyword: str) -> str | None:
+    """:func:`_text` of a UID key, read from its raw bytes when it is still raw and
+    plain (pydicom's decoding of three UIDs was most of checking a match)."""
+    elem = ds.get_item(_UID_TAGS[keyword])
+    if elem is None:
+        return None
+    raw = getattr(elem, "value", None)
+    if isinstance(raw, bytes) and getattr(elem, "VR", None) in (None, "UI"):
+        uid = plain_uid(raw)
+        if uid is not None:
+            return uid
+    return _text(ds, keyword)
 
 
 def _values(ds: Dataset, keyword: str) -> set[str]:
@@ -37,36 +55,55 @@ def _values(ds: Dataset, keyword: str) -> set[str]:
     return {str(v).strip(" \0") for v in items} - {""}
 
 
-def unique_value(query: Dataset, match: Dataset) -> str | None:
+class QueryKeys:
+    """What a C-FIND query asks, read once: its matches are then checked one by one
+    against it (reading the query again for each of 120 matches cost 70 µs a match)."""
+
+    def __init__(self, query: Dataset) -> None:
+        self.level = str(query.get("QueryRetrieveLevel", "")).strip().upper()
+        unique = UNIQUE_KEY.get(self.level)
+        self.unique = unique if unique is not None and unique in query else None
+        # UID keys asked for literally (a wildcard or no value: not checked).
+        self.uids = {keyword: asked for keyword in _UIDS
+                     if (asked := _values(query, keyword))
+                     and not any("*" in u or "?" in u for u in asked)}
+        self.patient_id = _text(query, "PatientID") or ""
+
+
+def _keys(query: Dataset | QueryKeys) -> QueryKeys:
+    return query if isinstance(query, QueryKeys) else QueryKeys(query)
+
+
+def unique_value(query: Dataset | QueryKeys, match: Dataset) -> str | None:
     """The match's value of its level's unique key, when the query asked for it."""
-    keyword = UNIQUE_KEY.get(str(query.get("QueryRetrieveLevel", "")).strip().upper())
-    if keyword is None or keyword not in query:
+    keys = _keys(query)
+    if keys.unique is None:
         return None
-    return _text(match, keyword)
+    return _uid(match, keys.unique) if keys.unique in _UIDS else _text(match, keys.unique)
 
 
-def match_problem(query: Dataset, match: Dataset) -> str | None:
+def match_problem(query: Dataset | QueryKeys, match: Dataset) -> str | None:
     """Why ``match`` cannot answer ``query`` (in words), or None when it can.
 
     UIDs must be one of the asked values (single value or UID list matching); a
     Patient ID only has to agree ignoring case, since some archives match it so.
     Keys the query asked for with a wildcard or left empty are not checked.
     """
-    level = str(query.get("QueryRetrieveLevel", "")).strip().upper()
-    unique = UNIQUE_KEY.get(level)
-    if unique is not None and unique in query and not _text(match, unique):
-        return f"a {level} match without its {unique}"
+    keys = _keys(query)
+    if keys.unique is not None and not (_uid(match, keys.unique) if keys.unique in _UIDS
+                                        else _text(match, keys.unique)):
+        return f"a {keys.level} match without its {keys.unique}"
     for keyword in _UIDS:
-        got = _text(match, keyword)
+        got = _uid(match, keyword)
         if got is None:
             continue
         if got and (len(got) > 64 or not _UID_RE.fullmatch(got)):
             return f"a match whose {keyword} {got!r} is not a valid UID"
-        asked = _values(query, keyword)
-        if asked and not any("*" in u or "?" in u for u in asked) and got not in asked:
+        asked = keys.uids.get(keyword)
+        if asked is not None and got not in asked:
             return (f"a match with {keyword} {got} for a query asking for "
                     f"{', '.join(sorted(asked))}")
-    asked_id, got_id = _text(query, "PatientID") or "", _text(match, "PatientID")
+    asked_id, got_id = keys.patient_id, _text(match, "PatientID")
     if asked_id and got_id is not None and "*" not in asked_id and "?" not in asked_id \
             and got_id.casefold() != asked_id.casefold():
         return f"a match for patient {got_id!r} to a query for patient {asked_id!r}"

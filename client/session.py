@@ -39,7 +39,7 @@ from pynetdicom.sop_class import (  # type: ignore[attr-defined]
 
 from .association import associate
 from .errors import AssociationFailed, DicomError, Kind
-from .matches import match_problem, unique_value
+from .matches import QueryKeys, match_problem, unique_value
 from .settings import Settings
 from .site import Model
 from .statuses import MoveResult, find_failure, move_result
@@ -371,6 +371,7 @@ class Session:
         level = identifier.get("QueryRetrieveLevel", "?")
         msg_id = self._next_message_id()
         stall = _Stall(s.timeout)
+        keys = QueryKeys(identifier)
         quiesce_reactor(assoc)
         responses = assoc.send_c_find(identifier, _CONTEXTS[FIND], msg_id=msg_id)
         for status, ds in responses:
@@ -383,14 +384,14 @@ class Session:
                 continue
             received += 1
             problem = "a match that cannot be decoded" if ds is None \
-                else match_problem(identifier, ds)
+                else match_problem(keys, ds)
             if problem is not None:
                 raise self._give_up(assoc, responses, msg_id, FIND, DicomError(
                     f"{s.peer} answered a C-FIND at {level} level with {problem}: its "
                     "answers cannot be trusted to choose what to move. Report it to the "
                     "archive's vendor with rtmove's -vv log.", Kind.PROTOCOL))
             assert ds is not None
-            key = unique_value(identifier, ds)
+            key = unique_value(keys, ds)
             if key is None or key not in seen:
                 matches.append(ds)
                 if key is not None:

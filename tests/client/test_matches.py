@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+from io import BytesIO
+
 import pytest
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
+from pynetdicom.dsutils import decode, encode
 
-from client.matches import match_problem, unique_value
+from client.matches import QueryKeys, match_problem, unique_value
 
 
 def _ds(**keys: str) -> Dataset:
@@ -57,3 +61,31 @@ def test_patient_ids_agree_ignoring_case_only() -> None:
     assert match_problem(query, _ds(PatientID="RT1", StudyInstanceUID="1.5")) is None
     problem = match_problem(query, _ds(PatientID="XRT1", StudyInstanceUID="1.5"))
     assert problem is not None and "patient 'XRT1'" in problem
+
+
+def _received(uid: bytes, implicit: bool) -> Dataset:
+    """A match as pynetdicom hands it over: decoded lazily, its values still raw bytes
+    (``uid`` as the SOP Instance UID's bytes on the wire)."""
+    head = b"\x08\x00\x18\x00"
+    element = head + (len(uid).to_bytes(4, "little") if implicit
+                      else b"UI" + len(uid).to_bytes(2, "little")) + uid
+    rest = encode(_ds(StudyInstanceUID="1.2.3", SeriesInstanceUID="1.2.3.4"), implicit, True)
+    assert rest is not None
+    return decode(BytesIO(element + rest), implicit, True, False)
+
+
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "explicit"])
+@pytest.mark.parametrize("uid", [b"1.2.3.4.5\x00", b"1.2.3.4.50", b"1.2.3.4.5 ", b" 1.2.3.4.5",
+                                 b"1.2.03.4", b"1.2.3.4.5\x00\x00", b"", b"1.2.x", b"1.2..3",
+                                 b"1.2.3\\1.2.4", b"\x00\x00"])
+def test_raw_uids_are_judged_as_decoded_ones(uid: bytes, implicit: bool) -> None:
+    """UIDs still raw are read from their bytes when plain; every answer is the one the
+    same match gives once pydicom has decoded it."""
+    received = _received(uid, implicit)
+    assert isinstance(received.get_item(0x00080018).value, bytes) or not uid  # still raw
+    decoded = copy.deepcopy(received)
+    for elem in decoded:
+        elem.value  # noqa: B018 -- decode each value now
+    for query in (QUERY, QueryKeys(QUERY)):
+        assert match_problem(query, received) == match_problem(QUERY, decoded)
+        assert unique_value(query, received) == unique_value(QUERY, decoded)
