@@ -17,13 +17,11 @@ same strings.
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pydicom.datadict import dictionary_VR
 from pydicom.uid import UID, PrivateTransferSyntaxes
 
 from .dimse_commands import plain_uid
@@ -34,6 +32,8 @@ from .raw_elements import (
     Malformed,
     Top,
     Truncated,
+    dictionary_vr,
+    is_sequence,
     plain_text,
     top_level,
 )
@@ -100,7 +100,7 @@ class Part10Head:
         VR, or that VR: under another, ``str`` of its value is ``"b'...'"``, a number, a
         list); else None."""
         element = self.elements[tag]
-        if element.vr is not None and element.vr != _dictionary_vr(tag):
+        if element.vr is not None and element.vr.decode() != dictionary_vr(tag):
             return None
         return self.raw(tag)
 
@@ -214,8 +214,7 @@ def _as_pydicom_walks(body: memoryview, found: list[Top], end: int, implicit: bo
             return False
         if element.length != UNDEFINED:
             at = element.start + element.length
-        elif element.vr == b"SQ" or (element.vr is None
-                                     and _dictionary_vr(element.tag) == b"SQ"):
+        elif element.vr == b"SQ" or (element.vr is None and is_sequence(element.tag)):
             sequence_end = _sequence_end(body, element.start, implicit, little)
             if sequence_end is None:
                 return False
@@ -274,7 +273,7 @@ def _item_end(body: memoryview, pos: int, limit: int | None, implicit: bool, lit
         else:
             length, pos = struct.unpack_from(order + "H", body, pos + 6)[0], pos + 8
         if length == UNDEFINED:
-            if not (vr == b"SQ" or (vr is None and _dictionary_vr(tag) == b"SQ")):
+            if not (vr == b"SQ" or (vr is None and is_sequence(tag))):
                 return None  # pydicom looks for the first delimiter's bytes
             sequence_end = _sequence_end(body, pos, implicit, little)
             if sequence_end is None:
@@ -285,14 +284,6 @@ def _item_end(body: memoryview, pos: int, limit: int | None, implicit: bool, lit
         else:
             pos += length
     return pos
-
-
-@functools.lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int) -> bytes | None:
-    try:
-        return str(dictionary_VR(tag)).encode()
-    except KeyError:
-        return None
 
 
 def meta_syntax(data: bytes) -> tuple[str, int] | None:

@@ -217,12 +217,18 @@ def _flat(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
     return found, end
 
 
-@functools.lru_cache(maxsize=4096)
 def is_sequence(tag: int) -> bool:
     """Whether the data dictionary says ``tag`` is a sequence (Implicit VR's only clue)."""
+    return dictionary_vr(tag) == "SQ"
+
+
+@functools.lru_cache(maxsize=4096)
+def dictionary_vr(tag: int) -> str | None:
+    """``tag``'s VR in pydicom's data dictionary (e.g. "US or SS"); None for private
+    and unknown tags, whose form Implicit VR does not tell."""
     from pydicom.datadict import dictionary_VR
 
     try:
-        return bool(dictionary_VR(tag) == "SQ")
+        return str(dictionary_VR(tag))
     except KeyError:
-        return False
+        return None

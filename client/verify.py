@@ -7,7 +7,6 @@ each file is read whole, and the references between what arrived are checked.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Iterable
@@ -22,6 +21,7 @@ from pydicom.tag import Tag
 from .files import TEMP_PREFIX
 from .manifest import Item, Manifest, Outcome, Role
 from .part10_head import NeedMore, Part10Head, pixel_data_problem, read_head
+from .raw_elements import dictionary_vr
 
 
 @dataclass(frozen=True)
@@ -75,12 +75,7 @@ def _text_problem(terms: list[str], texts: Iterable[tuple[int, str | None, bytes
 def _vr(elem: object) -> str | None:
     """An element's VR; Implicit VR files leave it to the data dictionary."""
     vr = getattr(elem, "VR", None)
-    if vr is None:
-        try:
-            vr = pydicom.datadict.dictionary_VR(getattr(elem, "tag", 0))
-        except KeyError:
-            return None
-    return str(vr)
+    return str(vr) if vr is not None else dictionary_vr(int(getattr(elem, "tag", 0)))
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -235,19 +230,13 @@ def _raw_texts(head: Part10Head) -> list[tuple[int, str | None, bytes]] | None:
         value = head.raw(tag)
         if value is None or value.isascii():
             continue  # a sequence, or nothing to judge
-        vr = element.vr.decode() if element.vr is not None else _dictionary_vr(tag)
+        vr = element.vr.decode() if element.vr is not None else dictionary_vr(tag)
         if vr == "UN":
             return None
         out.append((tag, vr, value))
     return sorted(out) if len(out) > 1 else out
 
 
-@functools.lru_cache(maxsize=4096)
-def _dictionary_vr(tag: int) -> str | None:
-    try:
-        return str(pydicom.datadict.dictionary_VR(tag))
-    except KeyError:
-        return None
 
 
 def _read_with_pydicom(path: Path) -> Found | str:

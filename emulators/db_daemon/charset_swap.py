@@ -17,9 +17,16 @@ import struct
 from collections.abc import Iterable
 
 from pydicom.charset import python_encoding
-from pydicom.datadict import dictionary_VR
 
-from client.raw_elements import ASCII_BASED, UNDEFINED, Element, Top, elements, top_level
+from client.raw_elements import (
+    ASCII_BASED,
+    UNDEFINED,
+    Element,
+    Top,
+    dictionary_vr,
+    elements,
+    top_level,
+)
 
 _TEXT_VRS = frozenset({"SH", "LO", "ST", "LT", "UT", "UC", "PN"})  # written in the set
 _LONG_TEXT_VRS = frozenset({"UT", "UC"})  # a 4-byte length in Explicit VR
@@ -111,12 +118,9 @@ def _text_element(tag: int, vr: str, value: bytes, implicit: bool, little: bool,
 
 
 def _vr(tag: int, vr: bytes | None) -> str | None:
-    if vr is not None:
-        return vr.decode("ascii", "replace")
-    try:
-        return str(dictionary_VR(tag))
-    except KeyError:  # private or unknown, in Implicit VR: its form cannot be known
-        return None
+    """The element's VR; None for a private or unknown one in Implicit VR (its form
+    cannot be known)."""
+    return vr.decode("ascii", "replace") if vr is not None else dictionary_vr(tag)
 
 
 def _charset_element(charset: str, implicit: bool, little: bool) -> bytes:

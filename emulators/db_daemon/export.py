@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pydicom.charset import convert_encodings
-from pydicom.datadict import dictionary_VR
 from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 
+from client.raw_elements import dictionary_vr
 from client.site import Quirks
 
 # The VRs whose values are written in the Specific Character Set (PS3.5 6.1.2.3).
@@ -48,12 +48,9 @@ def _decode_text(ds: Dataset) -> None:
     0.7 ms of each CT slice's export."""
     for tag in list(ds.keys()):
         elem = ds.get_item(tag)
-        vr = elem.VR
+        vr = elem.VR if elem.VR is not None else dictionary_vr(tag)
         if vr is None:
-            try:
-                vr = dictionary_VR(tag)
-            except KeyError:
-                continue
+            continue
         if vr in _CHARSET_VRS:
             ds[tag]  # converted with the data set's (inherited) character set
         elif vr == "SQ":
