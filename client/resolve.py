@@ -301,6 +301,10 @@ def _plan_item(instance: Instance, label: str) -> Item:
                 f"C-FIND RTPLAN in study {instance.series.study_uid}")
 
 
+def _found_by_plan(plan_name: str) -> str:
+    return f"ReferencedStructureSetSequence of plan {plan_name}"
+
+
 def _referenced_series(ds: Dataset | None) -> dict[str, list[str]]:
     """Series UID -> contour image SOP Instance UIDs, from ReferencedFrameOfReferenceSequence."""
     out: dict[str, list[str]] = {}
@@ -333,7 +337,3 @@ def _with_class(item: Item, headers: Headers, archive: PatientArchive) -> Item:
 
 
 __all__ = ["PlanChoice", "PlanInfo", "Resolver", "Series"]
-
-
-def _found_by_plan(plan_name: str) -> str:
-    return f"ReferencedStructureSetSequence of plan {plan_name}"
