@@ -15,6 +15,7 @@ from pydicom.dataset import Dataset
 
 from .archive_view import Headers, Instance, PatientArchive, Series
 from .errors import DicomError, Kind
+from .frame_references import FrameRef, frame_references
 from .manifest import Collection, Item, Manifest, Role
 from .uids import is_valid_uid
 
@@ -240,10 +241,9 @@ class Resolver:
                             "are unknown.")
             return items
         name = label or ss_uid
-        frames.update(str(f.FrameOfReferenceUID)
-                      for f in ds.get("ReferencedFrameOfReferenceSequence", [])
-                      if f.get("FrameOfReferenceUID"))
-        for series_uid, contour_uids in _referenced_series(ds).items():
+        references = frame_references(ds)
+        frames.update(f.uid for f in references if f.uid)
+        for series_uid, contour_uids in _referenced_series(references).items():
             items += self._images(series_uid, contour_uids, name, ss_uid, warnings)
         if len(items) == 1:
             warnings.append(f"Structure set {name} references no image series.")
@@ -285,7 +285,7 @@ class Resolver:
             if instance.uid == ss_uid or instance.series.study_uid != study:
                 continue
             ds = self.headers.get(instance)
-            if series_uid in _referenced_series(ds):
+            if ds is not None and series_uid in _referenced_series(frame_references(ds)):
                 names.append(_text(ds, "StructureSetLabel") or instance.uid)
         return names
 
@@ -305,18 +305,13 @@ def _found_by_plan(plan_name: str) -> str:
     return f"ReferencedStructureSetSequence of plan {plan_name}"
 
 
-def _referenced_series(ds: Dataset | None) -> dict[str, list[str]]:
-    """Series UID -> contour image SOP Instance UIDs, from ReferencedFrameOfReferenceSequence."""
+def _referenced_series(frames: tuple[FrameRef, ...]) -> dict[str, list[str]]:
+    """Series UID -> the contour images' SOP Instance UIDs, in the structure set's order."""
     out: dict[str, list[str]] = {}
-    if ds is None:
-        return out
-    for frame in ds.get("ReferencedFrameOfReferenceSequence", []):
-        for study in frame.get("RTReferencedStudySequence", []):
-            for series in study.get("RTReferencedSeriesSequence", []):
-                uid = series.get("SeriesInstanceUID")
-                if uid:
-                    out.setdefault(str(uid), []).extend(
-                        _seq_uids(series, "ContourImageSequence"))
+    for frame in frames:
+        for series in frame.series:
+            if series.uid:
+                out.setdefault(series.uid, []).extend(uid for uid in series.images if uid)
     return out
 
 

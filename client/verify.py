@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.tag import Tag
 
 from .files import TEMP_PREFIX
+from .frame_references import frame_references
 from .manifest import Item, Manifest, Outcome, Role
 from .part10_head import NeedMore, Part10Head, pixel_data_problem, read_head
 from .raw_elements import dictionary_vr
@@ -335,10 +336,6 @@ def _references(ds: Dataset, role: Role) -> list[str]:
         return [str(i.ReferencedSOPInstanceUID) for i in ds.get("ReferencedRTPlanSequence", [])
                 if "ReferencedSOPInstanceUID" in i]
     if role is Role.STRUCTURE_SET:
-        return [str(img.ReferencedSOPInstanceUID)
-                for frame in ds.get("ReferencedFrameOfReferenceSequence", [])
-                for study in frame.get("RTReferencedStudySequence", [])
-                for series in study.get("RTReferencedSeriesSequence", [])
-                for img in series.get("ContourImageSequence", [])
-                if "ReferencedSOPInstanceUID" in img]
+        return [uid for frame in frame_references(ds) for series in frame.series
+                for uid in series.images if uid is not None]
     return []
