@@ -25,6 +25,8 @@
   1 ms: an ending association holds its slot until its DUL sees it is told to stop.
 * A requestor's plain DIMSE-C responses are decoded without pydicom
   (:mod:`client.response_lane`).
+* An idle requestor's association thread waits for news instead of polling every
+  millisecond (:mod:`client.idle_reactor`).
 """
 
 from __future__ import annotations
@@ -268,6 +270,12 @@ def _batch_pdata_reads(event: Event) -> None:
     batch_pdata_reads(event)
 
 
+def _wait_for_news(event: Event) -> None:
+    from .idle_reactor import wait_for_news
+
+    wait_for_news(event)
+
+
 def _take_plain_responses(event: Event) -> None:
     from .response_lane import take_plain_responses
 
@@ -280,4 +288,5 @@ NO_DELAY: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, disable_nagle),
                                     (evt.EVT_CONN_OPEN, wait_on_socket),
                                     (evt.EVT_CONN_OPEN, _batch_pdata_reads),
                                     (evt.EVT_CONN_OPEN, _take_plain_responses),
+                                    (evt.EVT_CONN_OPEN, _wait_for_news),
                                     (evt.EVT_CONN_OPEN, quiet_pynetdicom)]
