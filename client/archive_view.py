@@ -17,6 +17,7 @@ from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 
 from .errors import DicomError, Kind
+from .matches import raw_uid
 from .receiver import Receiver
 from .session import Session
 from .statuses import move_failure
@@ -61,6 +62,28 @@ def _identifier(level: str, **keys: str) -> Dataset:
 def _text(ds: Dataset, keyword: str) -> str:
     value = ds.get(keyword)
     return "" if value is None else str(value).strip()
+
+
+# A CT series' C-FIND at IMAGE level is 120 matches: pydicom's decoding of their UIDs
+# and numbers took 9 ms of rtmove's CPU, while the images' move needed the cores.
+_SOP_INSTANCE, _SOP_CLASS, _INSTANCE_NUMBER = 0x00080018, 0x00080016, 0x00200013
+
+
+def _uid(ds: Dataset, tag: int, keyword: str) -> str:
+    """:func:`_text` of a UID, from its raw bytes when plain."""
+    uid = raw_uid(ds, tag)
+    return uid if uid is not None else _text(ds, keyword)
+
+
+def _number(ds: Dataset) -> str:
+    """:func:`_text` of InstanceNumber, from its raw bytes when plainly digits."""
+    elem = ds.get_item(_INSTANCE_NUMBER)
+    raw = getattr(elem, "value", None) if elem is not None else None
+    if isinstance(raw, bytes) and getattr(elem, "VR", None) in (None, "IS"):
+        digits = raw.strip(b" ")
+        if digits.isdigit() and digits.isascii() and (digits[:1] != b"0" or digits == b"0"):
+            return digits.decode("ascii")
+    return _text(ds, "InstanceNumber")
 
 
 class PatientArchive:
@@ -114,10 +137,10 @@ class PatientArchive:
             found = self.session.find(_identifier(
                 "IMAGE", StudyInstanceUID=series.study_uid, SeriesInstanceUID=series.uid,
                 SOPInstanceUID="", SOPClassUID="", InstanceNumber=""))
-            unique = {_text(ds, "SOPInstanceUID"): ds for ds in found}
+            unique = {_uid(ds, _SOP_INSTANCE, "SOPInstanceUID"): ds for ds in found}
             self._instances[series.uid] = [
-                Instance(series, uid, _text(ds, "SOPClassUID"), _text(ds, "InstanceNumber"))
-                for uid, ds in unique.items() if uid]
+                Instance(series, uid, _uid(ds, _SOP_CLASS, "SOPClassUID"),
+                         _number(ds)) for uid, ds in unique.items() if uid]
         return self._instances[series.uid]
 
     def of_modality(self, modality: str) -> list[Instance]:

@@ -31,18 +31,21 @@ def _text(ds: Dataset, keyword: str) -> str | None:
     return str(value).strip(" \0")
 
 
-def _uid(ds: Dataset, keyword: str) -> str | None:
-    """:func:`_text` of a UID key, read from its raw bytes when it is still raw and
-    plain (pydicom's decoding of three UIDs was most of checking a match)."""
-    elem = ds.get_item(_UID_TAGS[keyword])
-    if elem is None:
-        return None
-    raw = getattr(elem, "value", None)
+def raw_uid(ds: Dataset, tag: int) -> str | None:
+    """The UID at ``tag`` read from its raw bytes, when still raw and plain: pydicom
+    then decodes the same string (decoding three UIDs was most of checking a match).
+    None otherwise: read it with pydicom."""
+    elem = ds.get_item(tag)
+    raw = getattr(elem, "value", None) if elem is not None else None
     if isinstance(raw, bytes) and getattr(elem, "VR", None) in (None, "UI"):
-        uid = plain_uid(raw)
-        if uid is not None:
-            return uid
-    return _text(ds, keyword)
+        return plain_uid(raw)
+    return None
+
+
+def _uid(ds: Dataset, keyword: str) -> str | None:
+    """:func:`_text` of a UID key, by :func:`raw_uid` where it can."""
+    uid = raw_uid(ds, _UID_TAGS[keyword])
+    return uid if uid is not None else _text(ds, keyword)
 
 
 def _values(ds: Dataset, keyword: str) -> set[str]:

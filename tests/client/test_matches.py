@@ -6,10 +6,11 @@ import copy
 from io import BytesIO
 
 import pytest
-from pydicom.dataelem import DataElement
+from pydicom.dataelem import DataElement, RawDataElement
 from pydicom.dataset import Dataset
 from pynetdicom.dsutils import decode, encode
 
+from client import archive_view
 from client.matches import QueryKeys, match_problem, unique_value
 
 
@@ -90,3 +91,36 @@ def test_raw_uids_are_judged_as_decoded_ones(uid: bytes, implicit: bool) -> None
     for query in (QUERY, QueryKeys(QUERY)):
         assert match_problem(query, received) == match_problem(QUERY, decoded)
         assert unique_value(query, received) == unique_value(QUERY, decoded)
+
+
+def _raw_element(tag: int, vr: bytes, value: bytes, implicit: bool) -> bytes:
+    head = tag.to_bytes(4, "little")  # group then element, little endian each
+    head = head[2:] + head[:2]
+    return head + (len(value).to_bytes(4, "little") if implicit
+                   else vr + len(value).to_bytes(2, "little")) + value
+
+
+@pytest.mark.filterwarnings("ignore:Invalid value for VR")  # pydicom, on the bad ones
+@pytest.mark.filterwarnings("ignore:Value .* is not valid for elements with a VR of IS")
+@pytest.mark.parametrize("implicit", [True, False], ids=["implicit", "explicit"])
+@pytest.mark.parametrize("number", [b"1 ", b"12", b" 3", b"007", b"0 ", b"-1", b"+2", b"1.5",
+                                    b"", b"1\\2", b"12345678901 ", b"\x00"])
+@pytest.mark.parametrize("uid", [b"1.2.840.10008.5.1.4.1.1.2\x00", b" 1.2.3", b"1.2.3 ", b""])
+def test_an_archive_listing_reads_raw_values_as_pydicom(uid: bytes, number: bytes,
+                                                        implicit: bool) -> None:
+    """PatientArchive.instances reads each match's SOP UIDs and Instance Number from
+    their raw bytes when plain; it must list what it would list with pydicom's values."""
+    body = b"".join(_raw_element(tag, vr, value, implicit) for tag, vr, value in (
+        (0x00080016, b"UI", uid), (0x00080018, b"UI", b"1.2.3.4.5\x00"),
+        (0x00200013, b"IS", number)))
+    received = decode(BytesIO(body), implicit, True, False)
+    decoded = copy.deepcopy(received)
+    for elem in decoded:
+        elem.value  # noqa: B018 -- decode each value now
+    for tag, keyword in ((0x00080016, "SOPClassUID"), (0x00080018, "SOPInstanceUID")):
+        assert archive_view._uid(received, tag, keyword) == archive_view._text(decoded, keyword)
+    assert archive_view._number(received) == archive_view._text(decoded, "InstanceNumber")
+    if number in (b"1 ", b"12", b"0 "):  # plain: read from the bytes, left undecoded
+        assert isinstance(received.get_item(0x00200013), RawDataElement)
+    if uid.startswith(b"1.2.840"):
+        assert isinstance(received.get_item(0x00080016), RawDataElement)
