@@ -12,6 +12,7 @@ the daemon's sub-association, all taken by the lane, in order.
 from __future__ import annotations
 
 import struct
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from io import BytesIO
@@ -68,6 +69,13 @@ _MESSAGES: dict[type[Any], type[DIMSEMessage]] = {
 
 
 # -- helpers -----------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def every_pending(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lane queues every pending response here (the equality with pynetdicom's queue
+    is under test), but where a test sets its own interval (the dropping is)."""
+    monkeypatch.setattr(response_lane, "_PENDING_EVERY", 0.0)
+
+
 def _association(lane: bool) -> tuple[Association, Any]:
     """A requestor association (never connected), with the lane or without (its DIMSE
     provider's ``receive_primitive`` is what DT-2 calls), and the list of the P-DATA the
@@ -475,3 +483,63 @@ def test_a_find_and_a_move_over_sockets(archive: Archive, tmp_path: Path,
         assert counts["C_MOVE"] == len(statuses) and not handed
         assert counts["C_STORE"] == len(slices)  # the daemon's sub-association's
     assert len(list(folder.iterdir())) == len(slices)
+
+
+# -- pending C-MOVE responses in quick succession --------------------------------------
+
+def _queued(assoc: Association) -> list[tuple[int | None, int | None, int | None]]:
+    """(message responded to, status, completed) of each primitive queued."""
+    dimse: Any = assoc.dimse
+    out = []
+    while not dimse.msg_queue.empty():
+        _, primitive = dimse.msg_queue.get_nowait()
+        out.append((primitive.MessageIDBeingRespondedTo, primitive.Status,
+                    getattr(primitive, "NumberOfCompletedSuboperations", None)))
+    return out
+
+
+def _move_response(message_id: int, status: int, completed: int) -> P_DATA:
+    return _pdata((1, b"\x03" + _command(
+        _element(2, _MOVE_CLASS), _element(0x100, _us(0x8021)), _element(0x120, _us(message_id)),
+        _element(0x800, _us(0x0101)), _element(0x900, _us(status)),
+        _element(0x1020, _us(10 - completed)), _element(0x1021, _us(completed)),
+        _element(0x1022, _us(0)), _element(0x1023, _us(0)))))
+
+
+def test_pending_moves_within_the_interval_are_dropped_but_never_a_final(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pending C-MOVE response within the interval of the last one queued says nothing
+    the next will not: dropped. One for another request, one after the interval, and
+    every final response are queued."""
+    monkeypatch.setattr(response_lane, "_PENDING_EVERY", 3600.0)
+    assoc, handed = _association(lane=True)
+    dimse: Any = assoc.dimse
+    for pdata in (_move_response(5, 0xFF00, 1), _move_response(5, 0xFF00, 2),
+                  _move_response(5, 0xFF00, 3), _move_response(6, 0xFF00, 1),
+                  _move_response(5, 0xFF00, 4), _move_response(5, 0x0000, 10),
+                  _move_response(5, 0xB000, 10)):
+        dimse.receive_primitive(pdata)
+    assert not handed
+    assert _queued(assoc) == [(5, 0xFF00, 1), (6, 0xFF00, 1), (5, 0xFF00, 4),
+                              (5, 0x0000, 10), (5, 0xB000, 10)]
+    monkeypatch.setattr(response_lane, "_PENDING_EVERY", 0.0)  # the interval has passed
+    dimse.receive_primitive(_move_response(5, 0xFF00, 5))
+    dimse.receive_primitive(_move_response(5, 0xFF00, 6))
+    assert _queued(assoc) == [(5, 0xFF00, 5), (5, 0xFF00, 6)]
+
+
+def test_a_stuck_move_still_shows_as_stuck(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pending responses that keep coming without progress keep reaching rtmove, one per
+    interval: its check for a move that no longer progresses still sees them."""
+    monkeypatch.setattr(response_lane, "_PENDING_EVERY", 0.02)
+    assoc, _ = _association(lane=True)
+    dimse: Any = assoc.dimse
+    deadline = time.monotonic() + 0.1
+    sent = 0
+    while time.monotonic() < deadline:
+        dimse.receive_primitive(_move_response(7, 0xFF00, 3))
+        sent += 1
+        time.sleep(0.001)
+    queued = _queued(assoc)
+    assert 3 <= len(queued) < sent
+    assert set(queued) == {(7, 0xFF00, 3)}
