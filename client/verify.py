@@ -224,20 +224,21 @@ def _read_plain(path: Path, fh: BinaryIO, size: int) -> Found | str | None:
 
 
 def _raw_texts(head: Part10Head) -> list[tuple[int, str | None, bytes]] | None:
-    """The top-level values :func:`_text_problem` may judge (not ASCII), in tag order;
-    None at non-ASCII UN (pydicom may read it as its dictionary VR)."""
+    """The top-level values :func:`_text_problem` may judge (text VRs, not ASCII), in tag
+    order; None at non-ASCII UN (pydicom may read it as its dictionary VR). Only text and
+    UN values are looked at: a CT slice's other 60 elements cost 15 µs of its 80."""
     out: list[tuple[int, str | None, bytes]] = []
     for tag, element in head.elements.items():
+        vr = element.vr.decode() if element.vr is not None else dictionary_vr(tag)
+        if vr not in _TEXT_VRS and vr != "UN":
+            continue
         value = head.raw(tag)
         if value is None or value.isascii():
             continue  # a sequence, or nothing to judge
-        vr = element.vr.decode() if element.vr is not None else dictionary_vr(tag)
         if vr == "UN":
             return None
         out.append((tag, vr, value))
     return sorted(out) if len(out) > 1 else out
-
-
 
 
 def _read_with_pydicom(path: Path) -> Found | str:
