@@ -25,6 +25,7 @@ _SERIES = 0x30060014  # RTReferencedSeriesSequence
 _SERIES_UID = 0x0020000E  # SeriesInstanceUID
 _IMAGES = 0x30060016  # ContourImageSequence
 _IMAGE_UID = 0x00081155  # ReferencedSOPInstanceUID
+_PIXEL_REPRESENTATION = 0x00280103  # pydicom reads it as it reads the sequence: may fail
 
 
 class SeriesRef(NamedTuple):
@@ -47,7 +48,7 @@ def frame_references(ds: Dataset) -> tuple[FrameRef, ...]:
     if element is None:
         return ()
     if isinstance(element, RawDataElement) and isinstance(element.value, bytes) \
-            and element.VR in ("SQ", None):
+            and element.VR in ("SQ", None) and _PIXEL_REPRESENTATION not in ds:
         try:
             return tuple(_raw_frame(item) for item in sequence_items(
                 element.value, element.is_implicit_VR, element.is_little_endian))

@@ -221,6 +221,7 @@ def _flat(body: bytes | bytearray | memoryview, implicit: bool, little: bool,
 # as bytes, a nested sequence's as its items.
 RawItem = dict[int, "bytes | list[RawItem]"]
 _MAX_NESTING = 16
+_CHARACTER_SET, _PIXEL_REPRESENTATION = 0x00080005, 0x00280103
 
 
 def sequence_items(value: bytes | bytearray | memoryview, implicit: bool, little: bool,
@@ -228,8 +229,10 @@ def sequence_items(value: bytes | bytearray | memoryview, implicit: bool, little
     """The items of a sequence whose value (between its header and its end) is ``value``;
     Truncated or Malformed (a ValueError) where pydicom might read otherwise: anything
     but items at its top, an undefined length other than a sequence's or an item's, a
-    VR other than PS3.5's, more than 16 levels. A structure set's referenced images (120
-    items of a CT) took pydicom 3 ms to read; this, a tenth."""
+    VR other than PS3.5's, more than 16 sequences nested below it, an item's Specific
+    Character Set other than one ASCII-based one or Pixel Representation of an odd
+    length. A structure set's referenced images (120 items of a CT) took pydicom 3 ms to
+    read; this, a tenth."""
     items, end = _items(memoryview(value), 0, len(value), False, implicit, little, 0)
     if end != len(value):
         raise Malformed(f"bytes after the sequence's items, at byte {end}")
@@ -241,7 +244,7 @@ def _items(body: memoryview, pos: int, end: int, delimited: bool, implicit: bool
     """Items from ``pos`` up to ``end``, or (``delimited``) up to a Sequence Delimitation
     Item before it; the items and where they ended (after the delimiter)."""
     if depth > _MAX_NESTING:
-        raise Malformed("sequences nested more than 16 deep")
+        raise Malformed("more than 16 sequences nested below the first")
     header = _IMPLICIT_HEADER[little]  # an item's or delimiter's tag and length
     items: list[RawItem] = []
     while True:
@@ -316,7 +319,15 @@ def _item(body: memoryview, pos: int, end: int, delimited: bool, implicit: bool,
             item[tag] = _items(body, start, start + length, False, implicit, little,
                                depth + 1)[0]
         else:
-            item[tag] = bytes(body[start:start + length])
+            value = item[tag] = bytes(body[start:start + length])
+            # pydicom reads two values beside those asked for: an item's character set as
+            # it reads the item, its Pixel Representation as it reads a sequence in it.
+            # One it cannot read (a NUL inside a character set's name, a US of 3 bytes)
+            # fails the reading of the sequence holding the item, or of one in it.
+            if tag == _CHARACTER_SET and plain_text(value) not in ASCII_BASED:
+                raise Malformed("an item's Specific Character Set is not one ASCII-based one")
+            if tag == _PIXEL_REPRESENTATION and length % 2:
+                raise Malformed(f"an item's Pixel Representation of {length} bytes")
         pos = start + length
 
 
