@@ -8,15 +8,12 @@ pynetdicom upgrade that fixes one makes its wrapper a no-op, not a conflict.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 from typing import Any, cast
 
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_ECHO, C_FIND, C_GET, C_MOVE, C_STORE
 from pynetdicom.events import Event
-from pynetdicom.fsm import TRANSITION_TABLE
 from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.service_class import (
     QueryRetrieveServiceClass,
@@ -24,6 +21,8 @@ from pynetdicom.service_class import (
     VerificationServiceClass,
 )
 from pynetdicom.sop_class import uid_to_service_class
+
+from client.dul_guards import drop_overtaken_requests
 
 _LOG = logging.getLogger("dbdsim.service")
 
@@ -92,7 +91,7 @@ def guard_connection(event: Event) -> None:
     dul = cast(Any, event.assoc.dul)
     _primitives_while_decoding(dul)
     _events_before_reads(dul)
-    _drop_overtaken_requests(dul)
+    drop_overtaken_requests(dul)  # see client.dul_guards
     _abort_on_invalid_messages(event.assoc)
     _keep_release_requests(event.assoc)
 
@@ -176,33 +175,6 @@ def _keep_release_requests(assoc: Association) -> None:
         return seen[0]
 
     acse.is_release_requested = kept
-
-
-# Events raised by our own requests (PS3.8 9.2.1): A-ASSOCIATE request, accept, reject,
-# P-DATA, A-RELEASE request and response, A-ABORT.
-_LOCAL_EVENTS = frozenset({"Evt1", "Evt7", "Evt8", "Evt9", "Evt11", "Evt14", "Evt15"})
-
-
-def _drop_overtaken_requests(dul: Any) -> None:
-    """Our request that the peer's ending of the association overtook is dropped.
-
-    A peer whose A-ASSOCIATE-RQ is followed by an invalid PDU makes the DUL send an
-    A-ABORT (Sta3 -> Sta13) while the acceptor thread still judges the request; its
-    A-ASSOCIATE-RJ or -AC then comes in Sta13, where PS3.8 has no transition, and
-    pynetdicom raises InvalidEventError out of the DUL thread (which dies with a
-    traceback). The association is over either way: nothing is left to send.
-    """
-    machine = dul.state_machine
-    act = machine.do_action
-
-    def do_action(event: str) -> None:
-        if event in _LOCAL_EVENTS and (event, machine.current_state) not in TRANSITION_TABLE:
-            with contextlib.suppress(queue.Empty):  # its primitive, or the DUL takes it again
-                dul.to_provider_queue.get(False)
-            return
-        act(event)
-
-    machine.do_action = do_action
 
 
 def release_slot(event: Event) -> None:
