@@ -17,7 +17,6 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from io import BytesIO
-from typing import NamedTuple
 from unittest import mock
 
 import pydicom
@@ -33,11 +32,9 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import (
     UID,
-    ExplicitVRBigEndian,
-    ExplicitVRLittleEndian,
-    ImplicitVRLittleEndian,
     RTStructureSetStorage,
 )
+from syntaxes import EBE, ELE, ENCODINGS, ILE, Encoding
 
 import client.frame_references as module
 from client.frame_references import (
@@ -64,17 +61,7 @@ _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _UNDEFINED = 0xFFFFFFFF
 
 
-class Encoding(NamedTuple):
-    syntax: UID
-    implicit: bool
-    little: bool
-
-
-_ELE = Encoding(ExplicitVRLittleEndian, False, True)
-_ILE = Encoding(ImplicitVRLittleEndian, True, True)
-_EBE = Encoding(ExplicitVRBigEndian, False, False)
-_ENCODINGS = (_ELE, _ILE, _EBE)
-_EVERY_ENCODING = pytest.mark.parametrize("enc", _ENCODINGS, ids=["ELE", "ILE", "EBE"])
+_EVERY_ENCODING = pytest.mark.parametrize("enc", ENCODINGS, ids=["ELE", "ILE", "EBE"])
 
 
 # -- structure sets built with pydicom ------------------------------------------------------
@@ -306,7 +293,7 @@ def _write(ds: Dataset, enc: Encoding) -> bytes:
 
 
 @st.composite
-def structure_sets(draw: st.DrawFn, encodings: tuple[Encoding, ...] = _ENCODINGS,
+def structure_sets(draw: st.DrawFn, encodings: tuple[Encoding, ...] = ENCODINGS,
                    odd_ok: bool = True, odd_values: bool | None = None) -> Built:
     """Structure sets in ``encodings``, odd in places if ``odd_ok``; their UID values odd
     in places if ``odd_values`` (by default, if ``odd_ok``)."""
@@ -592,7 +579,7 @@ def test_no_references_read_as_none() -> None:
     ds = Dataset()
     ds.SOPClassUID = RTStructureSetStorage
     ds.SOPInstanceUID = "1.2.3.4.10"
-    assert frame_references(_read(_write(ds, _ELE))) == ()
+    assert frame_references(_read(_write(ds, ELE))) == ()
 
 
 # -- sequence bytes cut short or corrupted ---------------------------------------------------
@@ -703,8 +690,8 @@ def _depth(items: list[RawItem]) -> int:
 
 
 @pytest.mark.parametrize(("enc", "tag"), [  # Implicit VR reads a private sequence as bytes
-    (_ELE, 0x00081140), (_ILE, 0x00081140), (_EBE, 0x00081140), (_ELE, 0x00091010),
-    (_EBE, 0x00091010)], ids=["ELE", "ILE", "EBE", "ELE-private", "EBE-private"])
+    (ELE, 0x00081140), (ILE, 0x00081140), (EBE, 0x00081140), (ELE, 0x00091010),
+    (EBE, 0x00091010)], ids=["ELE", "ILE", "EBE", "ELE-private", "EBE-private"])
 @pytest.mark.parametrize("undefined", [False, True])
 def test_nesting_deeper_than_16_is_refused(enc: Encoding, undefined: bool, tag: int) -> None:
     """16 sequences below the top one are read; 17 and more are refused, not recursed
@@ -747,7 +734,7 @@ def _one_image(value: bytes, vr: bytes = b"UI") -> bytes:
     return _packed(_item(studies, True, False))
 
 
-def _packed(frames: bytes, enc: Encoding = _ELE,
+def _packed(frames: bytes, enc: Encoding = ELE,
             others: dict[int, RawDataElement] | None = None) -> bytes:
     """A file in ``enc`` whose ReferencedFrameOfReferenceSequence value is ``frames``, as
     packed by hand (and with the ``others`` elements)."""
@@ -820,7 +807,7 @@ def test_an_implicit_item_whose_first_length_reads_as_a_vr_is_read_raw() -> None
     """In Implicit VR pydicom never switches to Explicit VR inside a sequence, whatever
     the bytes where a VR would be (here a length of 0x4F4C: "LO"); nor does the raw path."""
     private = struct.pack("<HHI", 0x0009, 0x1001, 0x4F4C) + b"\x00" * 0x4F4C
-    data = _packed(_item(private + _FRAME_UID_IMPLICIT, True, False), _ILE)
+    data = _packed(_item(private + _FRAME_UID_IMPLICIT, True, False), ILE)
     assert not _agrees(data, plain=True)
     assert frame_references(_read(data)) == (FrameRef("1.23", ()),)
 
@@ -828,8 +815,8 @@ def test_an_implicit_item_whose_first_length_reads_as_a_vr_is_read_raw() -> None
 def test_an_implicit_data_set_declared_explicit_is_read_raw_as_pydicom_reads_it() -> None:
     """pydicom reads a data set whose first element has no VR as Implicit VR, whatever its
     File Meta says; so does the raw path, told by the element it read."""
-    implicit = _plain_structure_set(_ILE, 3, False, False)
-    explicit = _plain_structure_set(_ELE, 3, False, False)
+    implicit = _plain_structure_set(ILE, 3, False, False)
+    explicit = _plain_structure_set(ELE, 3, False, False)
     head = 132 + 12 + struct.unpack_from("<I", explicit, 140)[0]  # preamble, DICM, meta
     body = implicit[132 + 12 + struct.unpack_from("<I", implicit, 140)[0]:]
     data = explicit[:head] + body
@@ -919,7 +906,7 @@ def test_sequence_trees_are_refused_or_read_as_pydicom_reads_them(data: st.DataO
                                                                    ) -> None:
     """Sequence values built item by item, right but for a slip here and there (a length,
     a VR, a delimiter, the order): refused, or read as pydicom reads them."""
-    enc = data.draw(st.sampled_from(_ENCODINGS), label="encoding")
+    enc = data.draw(st.sampled_from(ENCODINGS), label="encoding")
     value = data.draw(_tree_value(_Tree(enc)), label="value")
     try:
         sequence_items(value, enc.implicit, enc.little)

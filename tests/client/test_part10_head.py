@@ -15,7 +15,6 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import pydicom
 import pytest
@@ -31,6 +30,7 @@ from pydicom.uid import (
     JPEGBaseline8Bit,
     RLELossless,
 )
+from syntaxes import EBE, ELE, ENCODINGS, ILE, Encoding
 
 from client.part10_head import meta_syntax, read_head
 from client.raw_elements import LONG_VRS
@@ -48,16 +48,6 @@ _ITEM, _ITEM_END, _SEQUENCE_END = 0xFFFEE000, 0xFFFEE00D, 0xFFFEE0DD
 _CT_CLASS = b"1.2.840.10008.5.1.4.1.1.2\x00"
 
 
-class Encoding(NamedTuple):
-    syntax: str
-    implicit: bool
-    little: bool
-
-
-_ELE = Encoding(ExplicitVRLittleEndian, False, True)
-_ILE = Encoding(ImplicitVRLittleEndian, True, True)
-_EBE = Encoding(ExplicitVRBigEndian, False, False)
-_ENCODINGS = (_ELE, _ILE, _EBE)
 
 
 # -- packing by hand -----------------------------------------------------------------------
@@ -238,12 +228,12 @@ def ct_slices(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[int, str],
         recipe = make_recipe(SyntheticConfig(seed=seed, slices=2, rows=16, columns=16), 0)
         paths = write_patient(recipe, folder / str(seed))
         ct = next(p for p in paths if p.name.startswith("CT."))
-        for enc in _ENCODINGS:
+        for enc in ENCODINGS:
             out[seed, enc.syntax] = _resaved(ct, folder / f"{seed}-{enc.syntax}.dcm", enc)
     return out
 
 
-@pytest.mark.parametrize("syntax", [e.syntax for e in _ENCODINGS],
+@pytest.mark.parametrize("syntax", [e.syntax for e in ENCODINGS],
                          ids=lambda s: UID(s).name)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_a_ct_slice_is_read_on_the_fast_path(ct_slices: dict[tuple[int, str], Path],
@@ -261,7 +251,7 @@ def test_a_ct_slice_is_read_on_the_fast_path(ct_slices: dict[tuple[int, str], Pa
     (b"ISO_IR 100", "looks like UTF-8 text but the object declares ISO_IR 100"),
     (b"          ", "declares no Specific Character Set"),
 ])
-@pytest.mark.parametrize("syntax", [e.syntax for e in _ENCODINGS],
+@pytest.mark.parametrize("syntax", [e.syntax for e in ENCODINGS],
                          ids=lambda s: UID(s).name)
 def test_a_ct_slice_with_a_wrong_character_set_is_read_on_the_fast_path(
         ct_slices: dict[tuple[int, str], Path], scratch: Path, syntax: str,
@@ -273,7 +263,7 @@ def test_a_ct_slice_with_a_wrong_character_set_is_read_on_the_fast_path(
     assert problem in fast.charset_problem
 
 
-@pytest.mark.parametrize("enc", _ENCODINGS, ids=lambda e: UID(e.syntax).name)
+@pytest.mark.parametrize("enc", ENCODINGS, ids=lambda e: UID(e.syntax).name)
 def test_an_image_whose_pixels_are_cut_short_is_found_so_on_the_fast_path(
         enc: Encoding, scratch: Path) -> None:
     assert isinstance(_agree_on(_part10(_plain_image(), enc), scratch), Found)
@@ -507,8 +497,8 @@ def _data_sets(draw: st.DrawFn) -> list[Element]:
 
 def _encodings() -> st.SearchStrategy[tuple[Encoding, str]]:
     """The data set's encoding and the syntax declared (now and then another one)."""
-    return st.tuples(st.sampled_from(_ENCODINGS),
-                     st.sampled_from([None] * 9 + [e.syntax for e in _ENCODINGS])).map(
+    return st.tuples(st.sampled_from(ENCODINGS),
+                     st.sampled_from([None] * 9 + [e.syntax for e in ENCODINGS])).map(
         lambda pair: (pair[0], pair[1] or pair[0].syntax))
 
 
@@ -544,7 +534,7 @@ def _plain_data_sets(draw: st.DrawFn) -> list[Element]:
 
 
 @_SETTINGS
-@given(_plain_data_sets(), st.sampled_from(_ENCODINGS))
+@given(_plain_data_sets(), st.sampled_from(ENCODINGS))
 def test_a_plain_data_set_is_read_on_the_fast_path(
         scratch: Path, elements: list[Element], enc: Encoding) -> None:
     assert _agree_on(_part10(elements, enc), scratch) is not None
@@ -610,7 +600,7 @@ _ODD_DATA_SETS = {
     "a sequence not closed": _inserted(
         3, replace(_images_sequence(_reference_item()), closed=False)),
     "an undefined-length private OB holding a delimiter's bytes": _inserted(
-        3, Element(0x00091001, "OB", fragments=(_delimiter(_SEQUENCE_END, _ELE),),
+        3, Element(0x00091001, "OB", fragments=(_delimiter(_SEQUENCE_END, ELE),),
                    undefined=True)),
     "an undefined-length private UN": _inserted(
         3, Element(0x00091001, "UN", items=(_reference_item(),), undefined=True)),
@@ -636,7 +626,7 @@ _ODD_DATA_SETS = {
 }
 
 
-@pytest.mark.parametrize("enc", _ENCODINGS, ids=lambda e: UID(e.syntax).name)
+@pytest.mark.parametrize("enc", ENCODINGS, ids=lambda e: UID(e.syntax).name)
 @pytest.mark.parametrize("elements", list(_ODD_DATA_SETS.values()), ids=list(_ODD_DATA_SETS))
 def test_an_odd_data_set_reads_as_pydicom_reads_it(
         elements: list[Element], enc: Encoding, scratch: Path) -> None:
@@ -645,12 +635,12 @@ def test_an_odd_data_set_reads_as_pydicom_reads_it(
 
 def test_an_implicit_item_in_an_explicit_sequence_reads_as_pydicom_reads_it(
         scratch: Path) -> None:
-    implicit_item = _pack_item(replace(_reference_item(), undefined=True), _ILE)
+    implicit_item = _pack_item(replace(_reference_item(), undefined=True), ILE)
     for elements in (_inserted(3, _images_sequence()), _inserted(3, _images_sequence(
             _reference_item()))):
         elements[3] = replace(elements[3], items=None,
-                              raw=implicit_item + _value(elements[3], _ELE))
-        _agree_on(_part10(elements, _ELE), scratch)
+                              raw=implicit_item + _value(elements[3], ELE))
+        _agree_on(_part10(elements, ELE), scratch)
 
 
 def test_explicit_data_the_implicit_walk_reads_too_reads_as_pydicom_reads_it(
@@ -658,8 +648,8 @@ def test_explicit_data_the_implicit_walk_reads_too_reads_as_pydicom_reads_it(
     """Explicit VR data under the Implicit VR syntax, packed so that an Implicit VR walk
     reads it too (other elements): pydicom reads it as its first element's VR says."""
     first = struct.pack("<HH2sHI", 0x0009, 0x1001, b"OB", 0, 0)  # Implicit: 0x424F bytes
-    explicit = b"".join(_pack(e, _ELE) for e in _plain_image()[1:7])
-    implicit = b"".join(_pack(e, _ILE) for e in [Element(0x00080018, "UI", b"9.9.9\x00"),
+    explicit = b"".join(_pack(e, ELE) for e in _plain_image()[1:7])
+    implicit = b"".join(_pack(e, ILE) for e in [Element(0x00080018, "UI", b"9.9.9\x00"),
                                                  _text(0x00100020, "OTHER")])
     gap = 8 + 0x424F - len(first) - len(explicit) - 12
     last = struct.pack("<HH2sHI", 0x0009, 0x1002, b"OB", 0, gap + len(implicit))
@@ -674,7 +664,7 @@ def test_a_plain_sequence_is_read_on_the_fast_path(scratch: Path) -> None:
     nested = _inserted(3, _images_sequence(
         replace(_reference_item(), undefined=True), _reference_item(),
         Item((_images_sequence(_reference_item()),), undefined=True)))
-    for enc in _ENCODINGS:
+    for enc in ENCODINGS:
         for elements in (nested, _inserted(3, _images_sequence(undefined=True)),
                          _inserted(3, _images_sequence(_reference_item(), undefined=False))):
             assert isinstance(_agree_on(_part10(elements, enc), scratch), Found)
@@ -694,7 +684,7 @@ def _agree_on_every_cut(data: bytes, path: Path, lengths: list[int]) -> set[str]
     return kinds
 
 
-@pytest.mark.parametrize("syntax", [e.syntax for e in _ENCODINGS],
+@pytest.mark.parametrize("syntax", [e.syntax for e in ENCODINGS],
                          ids=lambda s: UID(s).name)
 def test_a_ct_slice_cut_anywhere_reads_as_pydicom_reads_it(
         ct_slices: dict[tuple[int, str], Path], scratch: Path, syntax: str) -> None:
@@ -702,7 +692,7 @@ def test_a_ct_slice_cut_anywhere_reads_as_pydicom_reads_it(
     assert _agree_on_every_cut(data, scratch, _cuts(data)) == {"None", "str", "Found"}
 
 
-@pytest.mark.parametrize("enc", _ENCODINGS, ids=lambda e: UID(e.syntax).name)
+@pytest.mark.parametrize("enc", ENCODINGS, ids=lambda e: UID(e.syntax).name)
 def test_a_data_set_with_sequences_cut_anywhere_reads_as_pydicom_reads_it(
         enc: Encoding, scratch: Path) -> None:
     sequences = [Element(0x00081140, "SQ", items=(replace(_reference_item(), undefined=True),
@@ -714,7 +704,7 @@ def test_a_data_set_with_sequences_cut_anywhere_reads_as_pydicom_reads_it(
     assert _agree_on_every_cut(data, scratch, _cuts(data)) == {"None", "str", "Found"}
 
 
-@pytest.mark.parametrize("enc", _ENCODINGS, ids=lambda e: UID(e.syntax).name)
+@pytest.mark.parametrize("enc", ENCODINGS, ids=lambda e: UID(e.syntax).name)
 def test_a_head_longer_than_the_first_read_cut_anywhere_reads_as_pydicom_reads_it(
         enc: Encoding, scratch: Path) -> None:
     for comment in (15800, 16100):  # the pixel data's header just before, across 16384
@@ -728,7 +718,7 @@ def test_a_head_longer_than_the_first_read_cut_anywhere_reads_as_pydicom_reads_i
         assert "Found" in _agree_on_every_cut(data, scratch, sorted(set(lengths)))
 
 
-@pytest.mark.parametrize("enc", _ENCODINGS, ids=lambda e: UID(e.syntax).name)
+@pytest.mark.parametrize("enc", ENCODINGS, ids=lambda e: UID(e.syntax).name)
 def test_a_head_with_an_element_across_or_at_the_first_read_s_end_is_read_on(
         enc: Encoding, scratch: Path) -> None:
     """The first read ends inside an element, or between two, or in the pixel data's
@@ -750,13 +740,13 @@ def test_a_file_meta_group_longer_than_the_first_read_cut_anywhere_reads_as_pydi
         scratch: Path) -> None:
     extra = _meta_element(0x00020102, b"OB", b"p" * 16500)
     data = _meta(_uid_value(ExplicitVRLittleEndian), extra=extra) \
-        + b"".join(_pack(e, _ELE) for e in _plain_image())
+        + b"".join(_pack(e, ELE) for e in _plain_image())
     lengths = _cuts(data, 251, iter(range(16500, len(data) + 1)))
     assert "Found" in _agree_on_every_cut(data, scratch, lengths)
 
 
 # -- 4. File Meta groups out of the ordinary ---------------------------------------------
-def _body(enc: Encoding = _ELE) -> bytes:
+def _body(enc: Encoding = ELE) -> bytes:
     return b"".join(_pack(e, enc) for e in _plain_image())
 
 
@@ -772,21 +762,21 @@ _BROKEN_META = {
     "a group-2 element after the group": _meta(_uid_value(ExplicitVRLittleEndian))
     + _meta_element(0x00020016, b"AE", b"PEER") + _body(),
     "the transfer syntax after the group": _meta(None)
-    + _meta_element(0x00020010, b"UI", _uid_value(ImplicitVRLittleEndian)) + _body(_ILE),
+    + _meta_element(0x00020010, b"UI", _uid_value(ImplicitVRLittleEndian)) + _body(ILE),
     "no transfer syntax, explicit data": _meta(None) + _body(),
-    "no transfer syntax, implicit data": _meta(None) + _body(_ILE),
-    "no transfer syntax, big endian data": _meta(None) + _body(_EBE),
+    "no transfer syntax, implicit data": _meta(None) + _body(ILE),
+    "no transfer syntax, big endian data": _meta(None) + _body(EBE),
     "deflated": _meta(_uid_value(DeflatedExplicitVRLittleEndian)) + _body(),
     "private syntax": _meta(_uid_value("1.2.826.0.1.3680043.2.1143.1")) + _body(),
     "unknown syntax": _meta(_uid_value("1.2.3.4.5.6")) + _body(),
     "an encapsulated syntax": _meta(_uid_value(JPEGBaseline8Bit)) + _body(),
     "syntax padded with a space": _meta(b"1.2.840.10008.1.2.1 ") + _body(),
-    "syntax padded with two NULs": _meta(b"1.2.840.10008.1.2\x00\x00") + _body(_ILE),
-    "syntax not padded": _meta(b"1.2.840.10008.1.2") + _body(_ILE),
+    "syntax padded with two NULs": _meta(b"1.2.840.10008.1.2\x00\x00") + _body(ILE),
+    "syntax not padded": _meta(b"1.2.840.10008.1.2") + _body(ILE),
     "syntax as LO": _meta(_uid_value(ExplicitVRLittleEndian), syntax_vr=b"LO") + _body(),
     "syntax as UN": _meta(_uid_value(ExplicitVRLittleEndian), syntax_vr=b"UN") + _body(),
     "two syntaxes": _meta(_uid_value(ExplicitVRLittleEndian), extra=_meta_element(
-        0x00020010, b"UI", _uid_value(ImplicitVRLittleEndian))) + _body(_ILE),
+        0x00020010, b"UI", _uid_value(ImplicitVRLittleEndian))) + _body(ILE),
     # pydicom reads an OD's 4-byte length, and takes an invalid VR for Implicit VR: each
     # then reads the Transfer Syntax UID that follows as the value
     "a meta element with an OD VR": _meta(None, extra=struct.pack("<HH2sHI", 2, 0x100, b"OD",
@@ -804,9 +794,9 @@ _BROKEN_META = {
         extra=struct.pack("<HH2sHI", 2, 0x102, b"OB", 0, _UNDEFINED)) + _body(),
     "explicit data under the implicit syntax": _meta(_uid_value(ImplicitVRLittleEndian)) + _body(),
     "implicit data under an explicit syntax": _meta(_uid_value(ExplicitVRLittleEndian))
-    + _body(_ILE),
+    + _body(ILE),
     "big endian data under little endian": _meta(_uid_value(ExplicitVRLittleEndian))
-    + _body(_EBE),
+    + _body(EBE),
     "little endian data under big endian": _meta(_uid_value(ExplicitVRBigEndian)) + _body(),
     "RLE (encapsulated) syntax, native pixels": _meta(_uid_value(RLELossless)) + _body(),
     "no preamble": _meta(_uid_value(ExplicitVRLittleEndian), preamble=b"DICM") + _body(),
@@ -815,7 +805,7 @@ _BROKEN_META = {
     "the group length's length is 2": _meta(_uid_value(ExplicitVRLittleEndian))[:138]
     + b"\x02\x00" + _meta(_uid_value(ExplicitVRLittleEndian))[140:] + _body(),
     "a command element first": _meta(_uid_value(ExplicitVRBigEndian))
-    + _pack(Element(0x00000902, "LO", b"HELLO "), _EBE) + _body(_EBE),
+    + _pack(Element(0x00000902, "LO", b"HELLO "), EBE) + _body(EBE),
 }
 
 
@@ -826,13 +816,13 @@ def test_a_file_meta_group_out_of_the_ordinary_reads_as_pydicom_reads_it(
 
 
 def test_the_ordinary_file_meta_group_is_read_on_the_fast_path(scratch: Path) -> None:
-    for enc in _ENCODINGS:
+    for enc in ENCODINGS:
         assert isinstance(_agree_on(_meta(_uid_value(enc.syntax)) + _body(enc), scratch), Found)
 
 
 # -- 5. the File Meta group and the character set, against pydicom ----------------------
 @settings(max_examples=100, deadline=None)
-@given(st.sampled_from([*(e.syntax for e in _ENCODINGS), JPEGBaseline8Bit, RLELossless,
+@given(st.sampled_from([*(e.syntax for e in ENCODINGS), JPEGBaseline8Bit, RLELossless,
                         DeflatedExplicitVRLittleEndian, "1.2.3.4"]),
        st.lists(st.tuples(st.sampled_from([0x0013, 0x0016, 0x0100, 0x0102]),
                           st.sampled_from([b"SH", b"AE", b"OB", b"UN", b"UI"]),
@@ -855,7 +845,7 @@ def test_the_transfer_syntax_is_read_as_pydicom_reads_it(
                            st.lists(st.sampled_from([b"", b" ", b"ISO_IR 100", b" ISO_IR 192",
                                                      b"ISO 2022 IR 87 ", b"\x00"]),
                                     min_size=1, max_size=3).map(b"\\".join))),
-       st.sampled_from(_ENCODINGS))
+       st.sampled_from(ENCODINGS))
 def test_the_character_set_is_read_as_the_db_daemon_reads_it(
         scratch: Path, charset: Element, enc: Encoding) -> None:
     data = _part10([charset, *_plain_image()[1:]], enc)
