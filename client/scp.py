@@ -16,6 +16,7 @@ from __future__ import annotations
 import socketserver
 import threading
 from dataclasses import dataclass
+from typing import Any, cast
 
 from pynetdicom import AE
 from pynetdicom.events import EventHandlerType
@@ -54,7 +55,7 @@ class RunningServer:
                     socket.close()
                 # An acceptor still waiting for its A-ASSOCIATE-RQ (up to the ACSE timeout)
                 # takes "nothing came" and ends, as when that timeout expires.
-                assoc.dul.to_user_queue.put(None)
+                cast(Any, assoc.dul.to_user_queue).put(None)  # None: not a primitive's type
             else:
                 assoc.abort()
         # pynetdicom's own shutdown() also unregisters the server from AE.start_server's

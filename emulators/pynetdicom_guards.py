@@ -190,4 +190,4 @@ def release_slot(event: Event) -> None:
     assoc = event.assoc
     if assoc.is_acceptor and assoc.requestor.primitive is None \
             and assoc.dul.to_user_queue.empty():
-        assoc.dul.to_user_queue.put(None)
+        cast(Any, assoc.dul.to_user_queue).put(None)  # None: not a primitive's type
