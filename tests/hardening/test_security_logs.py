@@ -33,6 +33,7 @@ from pathlib import Path
 import pydicom
 import pytest
 from daemons import make_site, running_daemons, small_archive
+from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import AE
@@ -144,7 +145,9 @@ def run_session(db_port: int, fd_port: int, db_ae: str = "VMSDBD1",
             assert [str(ds.PatientID) for ds in found] == [PATIENT_ID]
             bad = Dataset()
             bad.QueryRetrieveLevel = "STUDY"
-            bad.PatientBirthDate = "1942-08-17x"
+            # Not through pydicom's setter: its validation would log the value itself, here
+            # in the test's own process (which the daemon's log policy cannot know of yet).
+            bad.add(DataElement(0x00100030, "DA", "1942-08-17x", validation_mode=0))
             bad.StudyInstanceUID = ""
             statuses = [int(s.Status) for s, _ in
                         assoc.send_c_find(bad, StudyRootQueryRetrieveInformationModelFind)]
