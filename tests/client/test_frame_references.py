@@ -241,18 +241,25 @@ def _sequence_element(d: _Draw, tag: int, items: list[Dataset], top: bool = Fals
     return DataElement(tag, "SQ", sequence)
 
 
-def _series_item(d: _Draw) -> Dataset:
+def _referencing_item(d: _Draw, uid_tag: int, sequence_tag: int,
+                      children: list[Dataset]) -> Dataset:
+    """A frame or series item: its UID (perhaps odd or absent), its children's sequence
+    (perhaps absent), extra elements, a defined or undefined length."""
     item = Dataset()
-    element = _uid_element(d, _SERIES_UID)
+    element = _uid_element(d, uid_tag)
     if element is not None:
         item.add(element)
-    images = [_image_item(d, 1) for _ in range(d.draw(st.integers(0, 4)))]
-    sequence = _sequence_element(d, _IMAGES, images)
+    sequence = _sequence_element(d, sequence_tag, children)
     if sequence is not None:
         item.add(sequence)
     _extras(d, item, 1)
     item.is_undefined_length_sequence_item = d.draw(st.booleans())
     return item
+
+
+def _series_item(d: _Draw) -> Dataset:
+    images = [_image_item(d, 1) for _ in range(d.draw(st.integers(0, 4)))]
+    return _referencing_item(d, _SERIES_UID, _IMAGES, images)
 
 
 def _study_item(d: _Draw) -> Dataset:
@@ -268,17 +275,8 @@ def _study_item(d: _Draw) -> Dataset:
 
 
 def _frame_item(d: _Draw) -> Dataset:
-    item = Dataset()
-    element = _uid_element(d, _FRAME_UID)
-    if element is not None:
-        item.add(element)
     studies = [_study_item(d) for _ in range(d.draw(st.integers(0, 2)))]
-    sequence = _sequence_element(d, _STUDIES, studies)
-    if sequence is not None:
-        item.add(sequence)
-    _extras(d, item, 1)
-    item.is_undefined_length_sequence_item = d.draw(st.booleans())
-    return item
+    return _referencing_item(d, _FRAME_UID, _STUDIES, studies)
 
 
 def _write(ds: Dataset, enc: Encoding) -> bytes:
