@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.events import EventHandlerType
 
-from .dul_guards import guard_dul
 from .errors import AssociationFailed, AssociationRejected
 from .tcp import NO_DELAY
 
@@ -16,12 +15,11 @@ from .tcp import NO_DELAY
 def associate(ae: AE, host: str, port: int, called: str, timeout: float, *,
               handlers: list[EventHandlerType] | None = None,
               ext_neg: list[Any] | None = None) -> Association:
-    """An established association with ``called`` at ``host:port`` (Nagle off, its DUL
-    guarded by :mod:`client.dul_guards`), or a :class:`DicomError`: rejected (with the
-    standard's reason, explained) or not at all."""
+    """An established association with ``called`` at ``host:port`` (Nagle off), or a
+    :class:`DicomError`: rejected (with the standard's reason, explained) or not at all."""
     peer = f"{called} at {host}:{port}"
-    assoc = ae.associate(host, port, ae_title=called, ext_neg=ext_neg, evt_handlers=[
-        *NO_DELAY, (evt.EVT_CONN_OPEN, guard_dul), *(handlers or [])])
+    assoc = ae.associate(host, port, ae_title=called, evt_handlers=[*NO_DELAY, *(handlers or [])],
+                         ext_neg=ext_neg)
     rsp = assoc.acceptor.primitive
     if assoc.is_rejected and rsp is not None:
         raise AssociationRejected(int(rsp.result or 0), int(rsp.result_source or 0),

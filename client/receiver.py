@@ -36,7 +36,6 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
-from .dul_guards import guard_dul
 from .errors import LocalError
 from .files import (
     UnsafePathError,
@@ -85,8 +84,7 @@ class Receiver:
         remove_stale_temp_files(self.folder, log)  # a run killed mid-write left them
         try:
             server = serve(self._ae, (self.bind, self.port),
-                           [*NO_DELAY, (evt.EVT_CONN_OPEN, guard_dul),
-                            (evt.EVT_C_STORE, self.on_store)], _contexts())
+                           [*NO_DELAY, (evt.EVT_C_STORE, self.on_store)], _contexts())
         except OSError as exc:
             self._ae.shutdown()
             raise LocalError(

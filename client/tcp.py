@@ -27,6 +27,8 @@
   (:mod:`client.response_lane`).
 * An idle requestor's association thread waits for news instead of polling every
   millisecond (:mod:`client.idle_reactor`).
+* A request of ours that the association's end overtook is dropped, not raised out of
+  the DUL thread (:mod:`client.dul_guards`).
 """
 
 from __future__ import annotations
@@ -276,6 +278,12 @@ def _wait_for_news(event: Event) -> None:
     wait_for_news(event)
 
 
+def _guard_dul(event: Event) -> None:
+    from .dul_guards import guard_dul
+
+    guard_dul(event)
+
+
 def _take_plain_responses(event: Event) -> None:
     from .response_lane import take_plain_responses
 
@@ -289,4 +297,5 @@ NO_DELAY: list[EventHandlerType] = [(evt.EVT_CONN_OPEN, disable_nagle),
                                     (evt.EVT_CONN_OPEN, _batch_pdata_reads),
                                     (evt.EVT_CONN_OPEN, _take_plain_responses),
                                     (evt.EVT_CONN_OPEN, _wait_for_news),
+                                    (evt.EVT_CONN_OPEN, _guard_dul),
                                     (evt.EVT_CONN_OPEN, quiet_pynetdicom)]

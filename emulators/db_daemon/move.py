@@ -23,14 +23,13 @@ from typing import Any, Protocol, cast
 
 import pynetdicom.association as _association
 from pydicom.dataset import Dataset
-from pynetdicom import AE, evt
+from pynetdicom import AE
 from pynetdicom.association import Association
 from pynetdicom.dimse_primitives import C_GET, C_MOVE
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext, build_context
 from pynetdicom.service_class import QueryRetrieveServiceClass, ServiceClass
 
-from client.dul_guards import guard_dul
 from client.tcp import NO_DELAY
 
 from .. import bulk_send
@@ -204,8 +203,7 @@ def serve_retrieve(service: ServiceClass, req: Retrieve, context: PresentationCo
         _finish(service, out, plan, final)
         return
     store = service.ae.associate(plan.host, plan.port, contexts=plan.contexts,
-                                 ae_title=plan.destination,
-                                 evt_handlers=[*NO_DELAY, (evt.EVT_CONN_OPEN, guard_dul)])
+                                 ae_title=plan.destination, evt_handlers=NO_DELAY)
     if not store.is_established:
         why = _association_failure(store)
         LOG.warning("C-MOVE from %r: cannot associate with %s at %s:%d: %s", calling,
